@@ -1,0 +1,62 @@
+# Two entry points for a fresh machine (see README):
+#   make dev    install what is missing, build, apply D1 migrations, run wrangler dev
+#   make test   install what is missing, then lint, unit tests and the end-to-end suite
+SHELL := /bin/bash
+.DEFAULT_GOAL := dev
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+PORT ?= 8787
+NODE_BIN := $(CURDIR)/client-ts/node_modules/.bin
+WRANGLER := $(NODE_BIN)/wrangler
+D1_NAME := livestore-sync
+
+# Keep wrangler and worker-build offline: local tool binaries, no telemetry, no cf fetch.
+export CLOUDFLARE_CF_FETCH_ENABLED := false
+export WRANGLER_SEND_METRICS := false
+export WASM_BINDGEN_BIN := wasm-bindgen
+export WASM_OPT_BIN := $(NODE_BIN)/wasm-opt
+export ESBUILD_BIN := $(NODE_BIN)/esbuild
+
+RUST_SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
+NPM_STAMP := client-ts/node_modules/.setup-stamp
+
+.PHONY: dev test setup tools npm worker lint unit e2e clean
+
+setup: tools npm
+
+tools:
+	@bash scripts/setup-tools.sh
+
+npm: $(NPM_STAMP)
+
+$(NPM_STAMP): client-ts/package.json
+	cd client-ts && npm install --no-audit --no-fund
+	@touch $@
+
+# wrangler's [build] command; also run before tests so build errors surface early.
+worker: build/index.js
+
+build/index.js: $(RUST_SOURCES) $(NPM_STAMP)
+	worker-build --release
+	@touch $@
+
+dev: setup worker
+	$(WRANGLER) d1 migrations apply $(D1_NAME) --local
+	$(WRANGLER) dev --ip 127.0.0.1 --port $(PORT)
+
+lint:
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+	cargo clippy --lib --target wasm32-unknown-unknown -- -D warnings
+
+unit:
+	cargo test
+
+# The end-to-end suite starts its own wrangler dev instances on fresh state and stops them.
+e2e: worker
+	cd client-ts && npx vitest run
+
+test: setup lint unit e2e
+
+clean:
+	rm -rf build target .wrangler client-ts/node_modules

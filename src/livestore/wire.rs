@@ -1,0 +1,537 @@
+//! The Effect RPC JSON wire format of `@livestore/sync-cf`, both directions.
+//!
+//! Two flavors exist and are told apart per request by the JSON type of the request id:
+//! Effect 3 clients (the npm 0.4.0 release) send string ids and expect failure causes as a
+//! tree; Effect 4 clients (LiveStore main) send numeric ids, expect causes as arrays and
+//! stream exits with `"value":null`. Ids are echoed with the type they came with.
+
+use super::event::EventEncoded;
+use super::query::Transport;
+use crate::stream::SeqNum;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use std::borrow::Cow;
+
+/// An RPC request id, echoed exactly as received.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RequestId {
+    /// Effect 3: a decimal string.
+    Text(String),
+    /// Effect 4: a number.
+    Number(u64),
+}
+
+/// Which Effect RPC encoding a request expects in its replies.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    Effect3,
+    Effect4,
+}
+
+impl RequestId {
+    /// The flavor the client speaks, judged by the id's JSON type.
+    pub fn flavor(&self) -> Flavor {
+        match self {
+            RequestId::Text(_) => Flavor::Effect3,
+            RequestId::Number(_) => Flavor::Effect4,
+        }
+    }
+
+    /// The id as JSON (`"0"` or `0`).
+    pub fn to_json(&self) -> String {
+        match self {
+            RequestId::Text(s) => serde_json::to_string(s).unwrap_or_default(),
+            RequestId::Number(n) => n.to_string(),
+        }
+    }
+}
+
+/// Effect's encoded `Option`: `{"_tag":"None"}` or `{"_tag":"Some","value":…}`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "_tag")]
+pub enum EffectOption<T> {
+    None,
+    Some { value: T },
+}
+
+impl<T> EffectOption<T> {
+    /// As a Rust `Option`.
+    pub fn into_option(self) -> Option<T> {
+        match self {
+            EffectOption::None => None,
+            EffectOption::Some { value } => Some(value),
+        }
+    }
+}
+
+/// The pull cursor: the last event the client has, and the backend it came from.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cursor {
+    pub backend_id: String,
+    pub event_sequence_number: SeqNum,
+}
+
+/// Payload of `SyncWsRpc.Pull` / `SyncHttpRpc.Pull`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PullRequest {
+    pub store_id: String,
+    #[serde(default)]
+    pub payload: Option<Value>,
+    /// Absent on HTTP, where live pulls are client-side polling.
+    #[serde(default)]
+    pub live: bool,
+    pub cursor: EffectOption<Cursor>,
+}
+
+/// Payload of `SyncWsRpc.Push` / `SyncHttpRpc.Push`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushRequest {
+    pub store_id: String,
+    #[serde(default)]
+    pub payload: Option<Value>,
+    pub batch: Vec<EventEncoded>,
+    pub backend_id: EffectOption<String>,
+}
+
+/// Payload of `SyncHttpRpc.Ping`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PingRequest {
+    pub store_id: String,
+    #[serde(default)]
+    pub payload: Option<Value>,
+}
+
+/// A decoded RPC call.
+#[derive(Clone, Debug)]
+pub enum Rpc {
+    Pull(PullRequest),
+    Push(PushRequest),
+    Ping(PingRequest),
+}
+
+/// A message from the client.
+#[derive(Clone, Debug)]
+pub enum ClientMessage {
+    Request {
+        id: RequestId,
+        rpc: Rpc,
+    },
+    /// The client consumed a chunk. Live broadcasts do not wait for it.
+    Ack(RequestId),
+    /// The client stopped consuming a stream.
+    Interrupt(RequestId),
+    Ping,
+    /// The client will send no more requests.
+    Eof,
+}
+
+/// Why a frame could not be decoded, and so how it must be answered.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    /// Not JSON, or not an Effect RPC message at all: a connection-level `Defect`.
+    #[error("{0}")]
+    Malformed(String),
+    /// A request naming an RPC this transport does not have: a `Defect`, like Effect's server.
+    #[error("Unknown request tag: {0}")]
+    UnknownRpc(String),
+    /// A known RPC with an invalid payload: a failed `Exit` for that request.
+    #[error("invalid {rpc} payload: {message}")]
+    InvalidPayload {
+        id: RequestId,
+        rpc: String,
+        message: String,
+    },
+}
+
+/// The envelope fields of any client message, parsed without touching the payload.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "_tag", borrow)]
+    kind: Cow<'a, str>,
+    id: Option<RequestId>,
+    #[serde(rename = "requestId")]
+    request_id: Option<RequestId>,
+    #[serde(rename = "tag", borrow)]
+    rpc: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    payload: Option<&'a RawValue>,
+}
+
+/// Decodes one text frame (WebSocket) or request body (HTTP) for `transport`.
+pub fn decode_client_message(
+    text: &str,
+    transport: Transport,
+) -> Result<ClientMessage, DecodeError> {
+    let env: Envelope = serde_json::from_str(text)
+        .map_err(|e| DecodeError::Malformed(format!("invalid message: {e}")))?;
+    let id_for = |field: Option<RequestId>, name: &str| {
+        field
+            .ok_or_else(|| DecodeError::Malformed(format!("{} message without `{name}`", env.kind)))
+    };
+    match env.kind.as_ref() {
+        "Request" => {
+            let id = id_for(env.id.clone(), "id")?;
+            let rpc_name = env
+                .rpc
+                .as_deref()
+                .ok_or_else(|| DecodeError::Malformed("Request message without `tag`".into()))?;
+            let payload = env.payload.map(RawValue::get).unwrap_or("null");
+            let invalid = |e: serde_json::Error| DecodeError::InvalidPayload {
+                id: id.clone(),
+                rpc: rpc_name.to_owned(),
+                message: e.to_string(),
+            };
+            let rpc = match (transport, rpc_name) {
+                (Transport::Ws, "SyncWsRpc.Pull") | (Transport::Http, "SyncHttpRpc.Pull") => {
+                    Rpc::Pull(serde_json::from_str(payload).map_err(invalid)?)
+                }
+                (Transport::Ws, "SyncWsRpc.Push") | (Transport::Http, "SyncHttpRpc.Push") => {
+                    Rpc::Push(serde_json::from_str(payload).map_err(invalid)?)
+                }
+                (Transport::Http, "SyncHttpRpc.Ping") => {
+                    Rpc::Ping(serde_json::from_str(payload).map_err(invalid)?)
+                }
+                (_, other) => return Err(DecodeError::UnknownRpc(short(other))),
+            };
+            Ok(ClientMessage::Request { id, rpc })
+        }
+        "Ack" => Ok(ClientMessage::Ack(id_for(env.request_id, "requestId")?)),
+        "Interrupt" => Ok(ClientMessage::Interrupt(id_for(
+            env.request_id,
+            "requestId",
+        )?)),
+        "Ping" => Ok(ClientMessage::Ping),
+        "Eof" => Ok(ClientMessage::Eof),
+        other => Err(DecodeError::Malformed(format!(
+            "unknown message tag `{}`",
+            short(other)
+        ))),
+    }
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// An error a sync RPC fails with, in LiveStore's tagged-error encoding.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "_tag")]
+pub enum SyncError {
+    #[serde(rename = "ServerAheadError", rename_all = "camelCase")]
+    ServerAhead {
+        minimum_expected_num: SeqNum,
+        provided_num: SeqNum,
+    },
+    #[serde(rename = "BackendIdMismatchError")]
+    BackendIdMismatch { expected: String, received: String },
+    #[serde(rename = "UnknownError")]
+    Unknown {
+        cause: Defect,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+}
+
+impl SyncError {
+    /// An `UnknownError` whose cause is an `Error` with this name and message.
+    pub fn unknown(name: &str, message: impl Into<String>) -> SyncError {
+        SyncError::Unknown {
+            cause: Defect {
+                name: name.to_owned(),
+                message: message.into(),
+            },
+            note: None,
+        }
+    }
+}
+
+/// `Schema.Defect`'s encoding of an `Error`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Defect {
+    pub name: String,
+    pub message: String,
+}
+
+/// `{"_tag":"Chunk","requestId":…,"values":[…]}` with already-encoded values.
+pub fn encode_chunk(id: &RequestId, values: &[&str]) -> String {
+    let id = id.to_json();
+    let len: usize = values.iter().map(|v| v.len() + 1).sum();
+    let mut out = String::with_capacity(40 + id.len() + len);
+    out.push_str(r#"{"_tag":"Chunk","requestId":"#);
+    out.push_str(&id);
+    out.push_str(r#","values":["#);
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(v);
+    }
+    out.push_str("]}");
+    out
+}
+
+/// The successful end of a stream (no value).
+pub fn encode_stream_end(id: &RequestId) -> String {
+    let value = match id.flavor() {
+        Flavor::Effect3 => "",
+        Flavor::Effect4 => r#","value":null"#,
+    };
+    format!(
+        r#"{{"_tag":"Exit","requestId":{},"exit":{{"_tag":"Success"{value}}}}}"#,
+        id.to_json()
+    )
+}
+
+/// A successful reply carrying `value_json`.
+pub fn encode_success(id: &RequestId, value_json: &str) -> String {
+    format!(
+        r#"{{"_tag":"Exit","requestId":{},"exit":{{"_tag":"Success","value":{value_json}}}}}"#,
+        id.to_json()
+    )
+}
+
+/// A failed reply with a typed error (`Fail` cause).
+pub fn encode_failure(id: &RequestId, error: &SyncError) -> String {
+    let error = serde_json::to_string(error).unwrap_or_else(|_| "null".into());
+    let cause = format!(r#"{{"_tag":"Fail","error":{error}}}"#);
+    let cause = match id.flavor() {
+        Flavor::Effect3 => cause,
+        Flavor::Effect4 => format!("[{cause}]"),
+    };
+    format!(
+        r#"{{"_tag":"Exit","requestId":{},"exit":{{"_tag":"Failure","cause":{cause}}}}}"#,
+        id.to_json()
+    )
+}
+
+/// A connection-level defect: the client fails every pending request of the connection.
+pub fn encode_defect(message: &str) -> String {
+    format!(
+        r#"{{"_tag":"Defect","defect":{}}}"#,
+        serde_json::to_string(message).unwrap_or_else(|_| "\"\"".into())
+    )
+}
+
+/// The reply to a `Ping` message.
+pub const PONG: &str = r#"{"_tag":"Pong"}"#;
+/// The exact ping frame the client sends, answered by the runtime without waking the object.
+pub const PING: &str = r#"{"_tag":"Ping"}"#;
+/// The success value of an HTTP ping.
+pub const HTTP_PONG_VALUE: &str = r#"{"_tag":"SyncMessage.Pong"}"#;
+/// The success value of a push.
+pub const PUSH_ACK_VALUE: &str = "{}";
+
+/// The `pageInfo` of a `PullResponse`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum PageInfo {
+    MoreKnown { remaining: u64 },
+    NoMore,
+}
+
+impl PageInfo {
+    /// The JSON encoding.
+    pub fn to_json(self) -> String {
+        match self {
+            PageInfo::MoreKnown { remaining } => {
+                format!(r#"{{"_tag":"MoreKnown","remaining":{remaining}}}"#)
+            }
+            PageInfo::NoMore => r#"{"_tag":"NoMore"}"#.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn decode(v: Value) -> Result<ClientMessage, DecodeError> {
+        decode_client_message(&v.to_string(), Transport::Ws)
+    }
+
+    fn as_json(s: &str) -> Value {
+        serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn decodes_a_real_pull_request() {
+        let frame = r#"{"_tag":"Request","id":"0","tag":"SyncWsRpc.Pull","traceId":"3a5b","payload":{"storeId":"s1","payload":{"authToken":"x"},"live":false,"cursor":{"_tag":"None"}},"spanId":"afec","sampled":true,"headers":[]}"#;
+        let ClientMessage::Request {
+            id,
+            rpc: Rpc::Pull(p),
+        } = decode_client_message(frame, Transport::Ws).unwrap()
+        else {
+            panic!("expected a pull")
+        };
+        assert_eq!(id, RequestId::Text("0".into()));
+        assert_eq!(p.store_id, "s1");
+        assert!(!p.live);
+        assert_eq!(p.cursor, EffectOption::None);
+        assert_eq!(p.payload, Some(json!({"authToken":"x"})));
+    }
+
+    #[test]
+    fn decodes_a_cursor_and_a_push() {
+        let ClientMessage::Request { rpc: Rpc::Pull(p), .. } = decode(json!({"_tag":"Request","id":"5","tag":"SyncWsRpc.Pull","payload":{"storeId":"s1","live":true,"cursor":{"_tag":"Some","value":{"backendId":"B","eventSequenceNumber":1}}},"headers":[]})).unwrap() else { panic!() };
+        assert!(p.live);
+        assert_eq!(
+            p.cursor.into_option(),
+            Some(Cursor {
+                backend_id: "B".into(),
+                event_sequence_number: SeqNum::new(1).unwrap()
+            })
+        );
+        let push = r#"{"_tag":"Request","id":"2","tag":"SyncWsRpc.Push","payload":{"storeId":"s1","batch":[{"name":"todoCreated-v1","args":{"id":"t1","text":"hello 1"},"seqNum":1,"parentSeqNum":0,"clientId":"client-A","sessionId":"session-1"}],"backendId":{"_tag":"Some","value":"V4bq"}},"headers":[]}"#;
+        let ClientMessage::Request {
+            rpc: Rpc::Push(p), ..
+        } = decode_client_message(push, Transport::Ws).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(p.batch.len(), 1);
+        assert_eq!(
+            p.batch[0].args.as_ref().unwrap().get(),
+            r#"{"id":"t1","text":"hello 1"}"#
+        );
+        assert_eq!(p.backend_id.into_option(), Some("V4bq".to_owned()));
+    }
+
+    #[test]
+    fn decodes_control_messages_and_numeric_ids() {
+        assert!(matches!(
+            decode(json!({"_tag":"Ping"})),
+            Ok(ClientMessage::Ping)
+        ));
+        assert!(matches!(
+            decode(json!({"_tag":"Eof"})),
+            Ok(ClientMessage::Eof)
+        ));
+        assert!(matches!(
+            decode(json!({"_tag":"Ack","requestId":"0"})),
+            Ok(ClientMessage::Ack(RequestId::Text(_)))
+        ));
+        let Ok(ClientMessage::Interrupt(id)) = decode(json!({"_tag":"Interrupt","requestId":7}))
+        else {
+            panic!()
+        };
+        assert_eq!(id, RequestId::Number(7));
+        assert_eq!(id.flavor(), Flavor::Effect4);
+        assert_eq!(id.to_json(), "7");
+    }
+
+    #[test]
+    fn bad_frames_are_classified() {
+        assert!(matches!(
+            decode_client_message("not json", Transport::Ws),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode(json!([1, 2])),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode(json!({"_tag":"Bogus"})),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode(json!({"_tag":"Ack"})),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert_eq!(
+            decode(json!({"_tag":"Request","id":"1","tag":"SyncWsRpc.Bogus","payload":{}}))
+                .unwrap_err(),
+            DecodeError::UnknownRpc("SyncWsRpc.Bogus".into())
+        );
+        // HTTP RPCs are not WebSocket RPCs and the other way round.
+        assert!(matches!(
+            decode(
+                json!({"_tag":"Request","id":"1","tag":"SyncHttpRpc.Ping","payload":{"storeId":"s"}})
+            ),
+            Err(DecodeError::UnknownRpc(_))
+        ));
+        assert!(matches!(
+            decode(
+                json!({"_tag":"Request","id":"1","tag":"SyncWsRpc.Push","payload":{"storeId":"s","batch":"x","backendId":{"_tag":"None"}}})
+            ),
+            Err(DecodeError::InvalidPayload { .. })
+        ));
+        assert!(matches!(
+            decode(json!({"_tag":"Request","id":"1","tag":"SyncWsRpc.Pull"})),
+            Err(DecodeError::InvalidPayload { .. })
+        ));
+    }
+
+    #[test]
+    fn encodes_replies_in_the_effect3_flavor() {
+        let id = RequestId::Text("3".into());
+        assert_eq!(
+            as_json(&encode_chunk(&id, &[r#"{"a":1}"#, r#"{"b":2}"#])),
+            json!({"_tag":"Chunk","requestId":"3","values":[{"a":1},{"b":2}]})
+        );
+        assert_eq!(
+            as_json(&encode_stream_end(&id)),
+            json!({"_tag":"Exit","requestId":"3","exit":{"_tag":"Success"}})
+        );
+        assert_eq!(
+            as_json(&encode_success(&id, PUSH_ACK_VALUE)),
+            json!({"_tag":"Exit","requestId":"3","exit":{"_tag":"Success","value":{}}})
+        );
+        let ahead = SyncError::ServerAhead {
+            minimum_expected_num: SeqNum::new(2).unwrap(),
+            provided_num: SeqNum::new(1).unwrap(),
+        };
+        assert_eq!(
+            as_json(&encode_failure(&id, &ahead)),
+            json!({"_tag":"Exit","requestId":"3","exit":{"_tag":"Failure","cause":{"_tag":"Fail","error":{"_tag":"ServerAheadError","minimumExpectedNum":2,"providedNum":1}}}})
+        );
+        let mismatch = SyncError::BackendIdMismatch {
+            expected: "A".into(),
+            received: "B".into(),
+        };
+        assert_eq!(
+            as_json(&encode_failure(&id, &mismatch))["exit"]["cause"]["error"],
+            json!({"_tag":"BackendIdMismatchError","expected":"A","received":"B"})
+        );
+        assert_eq!(
+            as_json(&encode_failure(&id, &SyncError::unknown("Error", "boom")))["exit"]["cause"]
+                ["error"],
+            json!({"_tag":"UnknownError","cause":{"name":"Error","message":"boom"}})
+        );
+        assert_eq!(
+            as_json(&encode_defect("Unknown request tag: SyncWsRpc.Bogus")),
+            json!({"_tag":"Defect","defect":"Unknown request tag: SyncWsRpc.Bogus"})
+        );
+    }
+
+    #[test]
+    fn encodes_replies_in_the_effect4_flavor() {
+        let id = RequestId::Number(4);
+        assert_eq!(
+            as_json(&encode_stream_end(&id)),
+            json!({"_tag":"Exit","requestId":4,"exit":{"_tag":"Success","value":null}})
+        );
+        assert_eq!(
+            as_json(&encode_failure(&id, &SyncError::unknown("Error", "x")))["exit"]["cause"],
+            json!([{"_tag":"Fail","error":{"_tag":"UnknownError","cause":{"name":"Error","message":"x"}}}])
+        );
+        assert_eq!(as_json(&encode_chunk(&id, &[]))["requestId"], json!(4));
+    }
+
+    #[test]
+    fn page_info_json() {
+        assert_eq!(
+            as_json(&PageInfo::MoreKnown { remaining: 5 }.to_json()),
+            json!({"_tag":"MoreKnown","remaining":5})
+        );
+        assert_eq!(
+            as_json(&PageInfo::NoMore.to_json()),
+            json!({"_tag":"NoMore"})
+        );
+    }
+}

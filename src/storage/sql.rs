@@ -1,0 +1,162 @@
+//! SQL statements for LiveStore event logs, byte-compatible with `@livestore/sync-cf` 0.4.0
+//! (same table names, DDL and column meanings), so either server reads the other's data.
+
+use crate::livestore::event::StoredEvent;
+
+/// Columns per inserted row.
+const INSERT_COLUMNS: usize = 7;
+/// D1 allows at most 100 bound parameters per statement: 14 rows of 7 columns.
+pub const MAX_ROWS_PER_INSERT: usize = 100 / INSERT_COLUMNS;
+
+/// A value bound to a statement parameter.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SqlValue {
+    Null,
+    /// Sequence numbers, always safe JS integers.
+    Integer(u64),
+    Text(String),
+}
+
+/// A statement with its parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Statement {
+    pub sql: String,
+    pub params: Vec<SqlValue>,
+}
+
+/// `CREATE TABLE` for an event log, exactly as the TypeScript server issues it.
+pub fn create_event_log(table: &str) -> String {
+    format!(
+        r#"CREATE TABLE IF NOT EXISTS "{table}" ("seqNum" integer primary key   , "parentSeqNum" integer   not null , "name" text   not null , "args" text    , "createdAt" text   not null , "clientId" text   not null , "sessionId" text   not null ) strict"#
+    )
+}
+
+/// `CREATE TABLE` for the head checkpoint in DO SQLite, as the TypeScript server has it.
+pub const CREATE_CONTEXT: &str = r#"CREATE TABLE IF NOT EXISTS "context_7" ("storeId" text primary key   , "currentHead" integer   not null , "backendId" text   not null ) strict"#;
+
+/// Which store owns which event-log table in a shared D1 database. Two store ids can
+/// sanitize to the same table name; the first to claim it keeps it and the other is
+/// refused, so two stores never share a log. (Also created by the D1 migrations.)
+pub const CREATE_TABLE_OWNERS: &str = "CREATE TABLE IF NOT EXISTS livestore_table_owners (tableName TEXT PRIMARY KEY NOT NULL, storeId TEXT NOT NULL, claimedAt TEXT NOT NULL) STRICT";
+
+/// Claims `table` for `store_id` unless someone else holds it: params `(table, storeId, now)`.
+pub const CLAIM_TABLE: &str =
+    "INSERT OR IGNORE INTO livestore_table_owners (tableName, storeId, claimedAt) VALUES (?1, ?2, ?3)";
+
+/// The owner of a table: param `(table)`, one column `storeId`.
+pub const TABLE_OWNER: &str = "SELECT storeId FROM livestore_table_owners WHERE tableName = ?1";
+
+/// Inserts of `events`, at most [`MAX_ROWS_PER_INSERT`] rows each, in the TypeScript
+/// server's column order. Run them in one transaction.
+pub fn insert_events(table: &str, events: &[StoredEvent]) -> Vec<Statement> {
+    events
+        .chunks(MAX_ROWS_PER_INSERT)
+        .map(|rows| {
+            let placeholders = vec!["(?, ?, ?, ?, ?, ?, ?)"; rows.len()].join(", ");
+            let mut params = Vec::with_capacity(rows.len() * INSERT_COLUMNS);
+            for e in rows {
+                params.push(SqlValue::Integer(e.event.seq_num.get()));
+                params.push(SqlValue::Integer(e.event.parent_seq_num.get()));
+                params.push(match e.args_text() {
+                    Some(text) => SqlValue::Text(text.to_owned()),
+                    None => SqlValue::Null,
+                });
+                params.push(SqlValue::Text(e.event.name.clone()));
+                params.push(SqlValue::Text(e.created_at.clone()));
+                params.push(SqlValue::Text(e.event.client_id.clone()));
+                params.push(SqlValue::Text(e.event.session_id.clone()));
+            }
+            Statement {
+                sql: format!(
+                    "INSERT INTO {table} (seqNum, parentSeqNum, args, name, createdAt, clientId, sessionId) VALUES {placeholders}"
+                ),
+                params,
+            }
+        })
+        .collect()
+}
+
+/// Highest sequence number, one column `m` (NULL when empty).
+pub fn select_max_seq(table: &str) -> String {
+    format!("SELECT MAX(seqNum) AS m FROM {table}")
+}
+
+/// Count of rows in `(?1, ?2]`, one column `c`.
+pub fn count_range(table: &str) -> String {
+    format!("SELECT COUNT(*) AS c FROM {table} WHERE seqNum > ?1 AND seqNum <= ?2")
+}
+
+/// Rows in `(?1, ?2]`, ascending, at most `?3`, columns in [`ROW_COLUMNS`] order.
+pub fn read_range(table: &str) -> String {
+    format!(
+        "SELECT seqNum, parentSeqNum, name, args, createdAt, clientId, sessionId FROM {table} WHERE seqNum > ?1 AND seqNum <= ?2 ORDER BY seqNum ASC LIMIT ?3"
+    )
+}
+
+/// The columns `read_range` returns, in order.
+pub const ROW_COLUMNS: [&str; 7] = [
+    "seqNum",
+    "parentSeqNum",
+    "name",
+    "args",
+    "createdAt",
+    "clientId",
+    "sessionId",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::livestore::event::EventEncoded;
+    use serde_json::json;
+
+    fn ev(seq: u64, args: Option<serde_json::Value>) -> StoredEvent {
+        let mut v =
+            json!({"name":"n","seqNum":seq,"parentSeqNum":seq-1,"clientId":"c","sessionId":"s"});
+        if let Some(a) = args {
+            v["args"] = a;
+        }
+        StoredEvent {
+            event: serde_json::from_str::<EventEncoded>(&v.to_string()).unwrap(),
+            created_at: "T".into(),
+        }
+    }
+
+    #[test]
+    fn ddl_matches_the_typescript_server() {
+        assert_eq!(
+            create_event_log("eventlog_7_s1"),
+            r#"CREATE TABLE IF NOT EXISTS "eventlog_7_s1" ("seqNum" integer primary key   , "parentSeqNum" integer   not null , "name" text   not null , "args" text    , "createdAt" text   not null , "clientId" text   not null , "sessionId" text   not null ) strict"#
+        );
+    }
+
+    #[test]
+    fn inserts_stay_within_d1_parameter_limit() {
+        let events: Vec<StoredEvent> = (1..=30).map(|s| ev(s, Some(json!({"i": s})))).collect();
+        let stmts = insert_events("t", &events);
+        assert_eq!(stmts.len(), 3);
+        assert!(stmts.iter().all(|s| s.params.len() <= 100));
+        assert_eq!(stmts[0].params.len(), 14 * 7);
+        assert_eq!(stmts[2].params.len(), 2 * 7);
+        assert_eq!(stmts[2].sql.matches('?').count(), 14);
+        assert_eq!(
+            stmts[0].params[..7],
+            [
+                SqlValue::Integer(1),
+                SqlValue::Integer(0),
+                SqlValue::Text(r#"{"i":1}"#.into()),
+                SqlValue::Text("n".into()),
+                SqlValue::Text("T".into()),
+                SqlValue::Text("c".into()),
+                SqlValue::Text("s".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn absent_args_are_null_and_explicit_null_is_text() {
+        let stmts = insert_events("t", &[ev(1, None), ev(2, Some(json!(null)))]);
+        assert_eq!(stmts[0].params[2], SqlValue::Null);
+        assert_eq!(stmts[0].params[9], SqlValue::Text("null".into()));
+    }
+}
