@@ -50,11 +50,13 @@ lint:
 	cargo clippy --lib --target wasm32-unknown-unknown -- -D warnings
 
 unit:
-	cargo test
+	cargo test --all-targets
 
 # The end-to-end suite starts its own wrangler dev instances on fresh state and stops them.
 e2e: worker
-	cd client-ts && npx vitest run
+	@mkdir -p .wrangler/test-logs
+	cd client-ts && npx vitest run --reporter=default --reporter=json --outputFile=../.wrangler/test-logs/vitest.json; \
+	  status=$$?; node scripts/summary.mjs ../.wrangler/test-logs/vitest.json && exit $$status
 
 test: setup lint unit e2e
 

@@ -6,8 +6,8 @@ use crate::livestore::store_id::StoreId;
 use crate::livestore::sync::{backend_id_from_random, SyncBackend, BACKEND_ID_LEN};
 use crate::livestore::wire::{
     decode_client_message, encode_chunk, encode_defect, encode_failure, encode_stream_end,
-    encode_success, ClientMessage, DecodeError, RequestId, Rpc, SyncError, HTTP_PONG_VALUE, PING,
-    PONG, PUSH_ACK_VALUE,
+    encode_success, ClientMessage, DecodeError, RequestId, Rpc, SyncError, CLOSE_MESSAGE_TOO_BIG,
+    HTTP_PONG_VALUE, MAX_FRAME_BYTES, PING, PONG, PUSH_ACK_VALUE,
 };
 use crate::storage::d1::D1EventLog;
 use crate::storage::do_sqlite::ContextRow;
@@ -97,6 +97,9 @@ impl DurableObject for SyncBackendDO {
         message: WebSocketIncomingMessage,
     ) -> Result<()> {
         match message {
+            WebSocketIncomingMessage::String(text) if text.len() > MAX_FRAME_BYTES => {
+                let _ = ws.close(Some(CLOSE_MESSAGE_TOO_BIG), Some("Message is too large"));
+            }
             WebSocketIncomingMessage::String(text) => self.on_frame(&ws, &text).await,
             WebSocketIncomingMessage::Binary(_) => send(
                 &ws,

@@ -18,7 +18,12 @@ async fn handle(req: Request, env: Env) -> Result<Response> {
     let url = req.url()?;
     let upgrade = req.headers().get("Upgrade")?;
     let method = req.method().to_string();
-    match route(&method, url.query().unwrap_or(""), upgrade.as_deref()) {
+    match route(
+        &method,
+        url.path(),
+        url.query().unwrap_or(""),
+        upgrade.as_deref(),
+    ) {
         Route::Info => Response::ok(INFO_TEXT),
         Route::Reject { status, message } => Response::error(message, status),
         Route::Sync(params) => {

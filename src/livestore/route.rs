@@ -1,9 +1,10 @@
-//! What the Worker does with an incoming request, decided from its method, query and
-//! `Upgrade` header only (the path does not matter, as in `@livestore/sync-cf`).
+//! What the Worker does with an incoming request. A sync request is recognized by its query
+//! alone, whatever the path (as in `@livestore/sync-cf`); only `GET /` without sync
+//! parameters gets the info text.
 
 use super::query::{parse_sync_query, SyncParams, Transport};
 
-/// Text answered on `GET` requests that carry no sync parameters.
+/// Text answered on `GET /` without sync parameters.
 pub const INFO_TEXT: &str = "Info: Sync backend endpoint for @livestore/sync-cf (Rust).";
 
 /// The Worker's decision for a request.
@@ -18,7 +19,7 @@ pub enum Route {
 }
 
 /// Routes a request.
-pub fn route(method: &str, query: &str, upgrade: Option<&str>) -> Route {
+pub fn route(method: &str, path: &str, query: &str, upgrade: Option<&str>) -> Route {
     match parse_sync_query(query) {
         Ok(Some(params)) => {
             // Case-sensitive, like the TypeScript server.
@@ -31,10 +32,10 @@ pub fn route(method: &str, query: &str, upgrade: Option<&str>) -> Route {
                 Route::Sync(params)
             }
         }
-        Ok(None) if method == "GET" => Route::Info,
+        Ok(None) if method == "GET" && path == "/" => Route::Info,
         Ok(None) => Route::Reject {
             status: 400,
-            message: "Invalid request: expected a sync request with query parameters storeId and transport=ws|http".into(),
+            message: "Invalid path: expected a sync request with query parameters storeId and transport=ws|http".into(),
         },
         Err(e) => Route::Reject {
             status: 400,
@@ -50,22 +51,30 @@ mod tests {
     #[test]
     fn routes_by_query_only() {
         assert!(matches!(
-            route("GET", "storeId=s&transport=ws", Some("websocket")),
+            route("GET", "/sync", "storeId=s&transport=ws", Some("websocket")),
             Route::Sync(_)
         ));
         assert!(matches!(
-            route("POST", "storeId=s&transport=http", None),
+            route("POST", "/any/path", "storeId=s&transport=http", None),
             Route::Sync(_)
         ));
-        assert_eq!(route("GET", "", None), Route::Info);
-        assert_eq!(route("GET", "x=1", None), Route::Info);
+        assert_eq!(route("GET", "/", "", None), Route::Info);
+        assert_eq!(route("GET", "/", "x=1", None), Route::Info);
+        assert!(matches!(
+            route("GET", "/whatever", "", None),
+            Route::Reject { status: 400, .. }
+        ));
+        assert!(matches!(
+            route("HEAD", "/", "", None),
+            Route::Reject { status: 400, .. }
+        ));
     }
 
     #[test]
     fn websocket_transport_needs_an_upgrade() {
         for upgrade in [None, Some("WebSocket"), Some("h2c")] {
             assert!(matches!(
-                route("GET", "storeId=s&transport=ws", upgrade),
+                route("GET", "/sync", "storeId=s&transport=ws", upgrade),
                 Route::Reject { status: 426, .. }
             ));
         }
@@ -73,12 +82,12 @@ mod tests {
 
     #[test]
     fn everything_else_is_a_clear_400() {
-        let Route::Reject { status, message } = route("POST", "", None) else {
+        let Route::Reject { status, message } = route("POST", "/", "", None) else {
             panic!("expected a rejection")
         };
         assert_eq!(status, 400);
         assert!(message.contains("storeId"));
-        let Route::Reject { status, message } = route("GET", "storeId=s&transport=sse", None)
+        let Route::Reject { status, message } = route("GET", "/", "storeId=s&transport=sse", None)
         else {
             panic!("expected a rejection")
         };

@@ -347,7 +347,7 @@ mod tests {
     fn backend_ids_look_like_nanoids() {
         let id = backend_id_from_random(&[0xff; BACKEND_ID_LEN]);
         assert_eq!(id.len(), BACKEND_ID_LEN);
-        let id = backend_id_from_random(&std::array::from_fn(|i| i as u8 * 13));
+        let id = backend_id_from_random(&std::array::from_fn(|i| (i as u8).wrapping_mul(13)));
         assert!(id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));

@@ -318,6 +318,12 @@ pub fn encode_defect(message: &str) -> String {
     )
 }
 
+/// Largest client frame accepted, as on Cloudflare's edge: bigger frames close the socket
+/// with [`CLOSE_MESSAGE_TOO_BIG`] before anything is decoded.
+pub const MAX_FRAME_BYTES: usize = 1 << 20;
+/// WebSocket close code for an oversized message.
+pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
+
 /// The reply to a `Ping` message.
 pub const PONG: &str = r#"{"_tag":"Pong"}"#;
 /// The exact ping frame the client sends, answered by the runtime without waking the object.

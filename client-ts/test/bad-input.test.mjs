@@ -1,0 +1,239 @@
+// Malformed / invalid input over a raw WebSocket and over plain HTTP: the server must answer with a
+// protocol error (Defect frame or failed Exit) or close the socket, never hang, never store anything,
+// and the store must keep working for a real client afterwards.
+
+import { WebSocket } from 'ws'
+import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { eventsOf, openClient } from './support/livestore-client.mjs'
+import { RawSocket, newRequestId, pullRequest, pushRequest, wsSyncUrl } from './support/raw-ws.mjs'
+import { makeEvents, normalizeEvent, storedRows, uniqueStoreId } from './support/util.mjs'
+import { startWorker } from './support/worker.mjs'
+
+let worker
+const clients = []
+
+const open = async (storeId) => {
+  const client = await openClient({ url: `${worker.url}/sync`, storeId })
+  clients.push(client)
+  return client
+}
+
+beforeAll(async () => {
+  worker = await startWorker({ name: 'bad-input' })
+})
+
+afterAll(async () => {
+  for (const c of clients) await c.close().catch(() => {})
+  await worker?.stop()
+})
+
+const ev = (seqNum, parentSeqNum, extra = {}) => ({
+  name: 'todoCreated-v1',
+  args: { id: `bad${seqNum}` },
+  seqNum,
+  parentSeqNum,
+  clientId: 'raw-client',
+  sessionId: 'raw-session',
+  ...extra,
+})
+
+/** Pushes events 1..n with a real client; returns them. */
+const seed = async (storeId, n) => {
+  if (n === 0) return []
+  const client = await open(storeId)
+  const events = makeEvents(1, n)
+  await client.push(events)
+  return events
+}
+
+/** Nothing beyond `seeded` is stored (raw pull + D1), and a real client can still push and pull. */
+const expectUntouchedAndUsable = async (storeId, seeded) => {
+  const raw = await RawSocket.open(wsSyncUrl(worker.url, storeId))
+  try {
+    const res = await raw.request(pullRequest(newRequestId(), storeId))
+    expect(res.exit._tag).toBe('Success')
+    expect(res.values.flatMap((v) => v.batch).map((i) => normalizeEvent(i.eventEncoded))).toEqual(seeded.map(normalizeEvent))
+    expect(res.values.at(-1).pageInfo).toEqual({ _tag: 'NoMore' })
+  } finally {
+    raw.close()
+  }
+
+  const rows = await storedRows(worker, storeId)
+  expect(rows.map((r) => r.seqNum)).toEqual(seeded.map((e) => e.seqNum))
+
+  const client = await open(storeId)
+  const next = makeEvents(seeded.length + 1, seeded.length + 2, { clientId: 'after-bad-input' })
+  await client.push(next)
+  const all = eventsOf(await client.pullAll())
+  expect(all.map(normalizeEvent)).toEqual([...seeded, ...next].map(normalizeEvent))
+}
+
+// `build(storeId, requestId)` returns the frame to send (string or object)
+const wsCases = [
+  {
+    name: 'invalid JSON text',
+    seed: 2,
+    build: () => 'this is {not json',
+    allowed: ['defect', 'close'],
+  },
+  {
+    name: 'JSON object with an unknown _tag',
+    seed: 2,
+    build: () => ({ _tag: 'Bogus', id: '1', hello: 'world' }),
+    allowed: ['defect', 'close'],
+  },
+  {
+    name: 'Request with an unknown rpc tag',
+    seed: 2,
+    build: (storeId, id) => ({ _tag: 'Request', id, tag: 'SyncWsRpc.Bogus', payload: { storeId }, headers: [] }),
+    allowed: ['defect', 'failure', 'close'],
+  },
+  {
+    name: 'push batch with a seqNum gap (1 then 3) on an empty store',
+    seed: 0,
+    build: (storeId, id) => pushRequest(id, storeId, [ev(1, 0), ev(3, 2)]),
+    allowed: ['defect', 'failure', 'close'],
+  },
+  {
+    name: 'push batch with a seqNum gap after the head (3 then 5)',
+    seed: 2,
+    build: (storeId, id) => pushRequest(id, storeId, [ev(3, 2), ev(5, 4)]),
+    allowed: ['defect', 'failure', 'close'],
+  },
+  {
+    name: 'push batch repeating an already stored seqNum',
+    seed: 2,
+    build: (storeId, id) => pushRequest(id, storeId, [ev(2, 2)]),
+    allowed: ['defect', 'failure', 'close'],
+  },
+  {
+    name: 'push batch repeating a seqNum within the batch',
+    seed: 2,
+    build: (storeId, id) => pushRequest(id, storeId, [ev(3, 2), ev(3, 2)]),
+    allowed: ['defect', 'failure', 'close'],
+  },
+  {
+    name: 'frame over 1 MiB',
+    seed: 2,
+    build: (storeId, id) =>
+      pushRequest(id, storeId, [ev(3, 2, { args: { id: 'huge', blob: 'x'.repeat(1_200_000) } })]),
+    allowed: ['close'],
+    closeCode: 1009,
+  },
+]
+
+describe('bad input over a raw WebSocket', () => {
+  for (const c of wsCases) {
+    test(c.name, async () => {
+      const storeId = uniqueStoreId('bad')
+      const seeded = await seed(storeId, c.seed)
+
+      const raw = await RawSocket.open(wsSyncUrl(worker.url, storeId))
+      const requestId = newRequestId()
+      const frame = c.build(storeId, requestId)
+      let reaction
+      try {
+        const from = raw.messages.length
+        raw.send(frame)
+        reaction = await raw.reaction({ from, requestId, timeoutMs: 20_000 })
+      } finally {
+        raw.terminate()
+      }
+      expect(c.allowed, `unexpected reaction ${JSON.stringify(reaction).slice(0, 500)}`).toContain(reaction.kind)
+      if (reaction.kind === 'failure') expect(reaction.frame.exit.cause).toBeTypeOf('object')
+      if (c.closeCode !== undefined) expect(reaction.code).toBe(c.closeCode)
+
+      await expectUntouchedAndUsable(storeId, seeded)
+    })
+  }
+
+  test('a socket that got a protocol error does not break other sockets of the store', async () => {
+    const storeId = uniqueStoreId('bad-iso')
+    const seeded = await seed(storeId, 1)
+    const good = await open(storeId)
+    const live = await good.live()
+    await live.waitForEvents(1)
+
+    const raw = await RawSocket.open(wsSyncUrl(worker.url, storeId))
+    try {
+      raw.send('{{{')
+      const reaction = await raw.reaction({ timeoutMs: 20_000 })
+      expect(['defect', 'close']).toContain(reaction.kind)
+    } finally {
+      raw.terminate()
+    }
+
+    await good.push(makeEvents(2, 3))
+    await live.waitForEvents(3)
+    expect(live.events().map((e) => e.seqNum)).toEqual([1, 2, 3])
+    await expectUntouchedAndUsable(storeId, [...seeded, ...makeEvents(2, 3)])
+  })
+})
+
+/** Attempts a WebSocket upgrade; resolves with the HTTP status (101 if it was accepted). */
+const upgradeStatus = (url) =>
+  new Promise((resolve, reject) => {
+    const ws = new WebSocket(url)
+    const timer = setTimeout(() => {
+      ws.terminate()
+      reject(new Error(`no answer to upgrade of ${url}`))
+    }, 15_000)
+    ws.once('open', () => {
+      clearTimeout(timer)
+      ws.close()
+      resolve(101)
+    })
+    ws.once('unexpected-response', (_req, res) => {
+      clearTimeout(timer)
+      res.resume()
+      resolve(res.statusCode)
+      ws.terminate()
+    })
+    ws.once('error', (e) => {
+      clearTimeout(timer)
+      reject(e)
+    })
+  })
+
+describe('HTTP routing', () => {
+  test('GET / → 200 info text', async () => {
+    const res = await fetch(`${worker.url}/`)
+    expect(res.status).toBe(200)
+    expect(await res.text()).toMatch(/^Info:/)
+  })
+
+  test('ws transport without Upgrade → 426', async () => {
+    const res = await fetch(`${worker.url}/sync?storeId=x&transport=ws`)
+    expect(res.status).toBe(426)
+    await res.arrayBuffer()
+  })
+
+  test('unknown path / query → 400 with a message', async () => {
+    // as in @livestore/sync-cf's makeWorker: anything that is neither a sync request nor `GET /` is 400
+    const requests = [
+      ['POST', '/whatever'],
+      ['GET', '/whatever'],
+      ['GET', '/sync?storeId=x'], // no transport
+      ['GET', '/sync?storeId=x&transport=carrier-pigeon'],
+      ['GET', '/sync?transport=ws'], // no storeId
+    ]
+    const results = []
+    for (const [method, path] of requests) {
+      const res = await fetch(`${worker.url}${path}`, { method, body: method === 'POST' ? '{}' : undefined })
+      const body = (await res.text()).trim()
+      results.push({ request: `${method} ${path}`, status: res.status, hasMessage: body.length > 0 })
+    }
+    expect(results).toEqual(requests.map(([method, path]) => ({ request: `${method} ${path}`, status: 400, hasMessage: true })))
+  })
+
+  test('malformed payload param → 400', async () => {
+    const base = `${worker.url.replace(/^http/, 'ws')}/sync`
+    // not percent-decodable after form-decoding
+    expect(await upgradeStatus(`${base}?storeId=x&payload=%25ZZ&transport=ws`)).toBe(400)
+    // decodable but not JSON
+    expect(await upgradeStatus(`${base}?storeId=x&payload=not%2520json&transport=ws`)).toBe(400)
+    // sanity check: a well-formed payload is accepted
+    const ok = encodeURIComponent(encodeURIComponent(JSON.stringify({ authToken: 't' })))
+    expect(await upgradeStatus(`${base}?storeId=x&payload=${ok}&transport=ws`)).toBe(101)
+  })
+})

@@ -1,0 +1,125 @@
+// Persistence across worker restarts, and recovery when D1 holds a row the DO head does not know about.
+
+import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { eventsOf, openClient } from './support/livestore-client.mjs'
+import { eventlogTable, makeEvents, normalizeEvent, storedRows, uniqueStoreId } from './support/util.mjs'
+import { startWorker } from './support/worker.mjs'
+
+// restarts re-run wrangler's [build] step (normally a quick no-op) and the worker start-up
+const RESTART_TEST_TIMEOUT_MS = 300_000
+
+let worker
+let syncUrl
+const clients = []
+
+const open = async (storeId, opts = {}) => {
+  const client = await openClient({ url: syncUrl, storeId, ...opts })
+  clients.push(client)
+  return client
+}
+
+const closeAll = async () => {
+  for (const c of clients.splice(0)) await c.close().catch(() => {})
+}
+
+beforeAll(async () => {
+  worker = await startWorker({ name: 'restart' })
+  syncUrl = `${worker.url}/sync`
+})
+
+afterAll(async () => {
+  await closeAll()
+  await worker?.stop()
+})
+
+describe('worker restart', () => {
+  test('events, head and backendId survive a restart', async () => {
+    const storeId = uniqueStoreId('restart')
+    const before = await open(storeId)
+    const events = makeEvents(1, 150, { argsFor: (n) => ({ id: `t${n}`, text: `before restart ${n}` }) })
+    await before.push(events.slice(0, 100))
+    await before.push(events.slice(100))
+    const pagesBefore = await before.pullAll()
+    const backendId = await before.backendId()
+    expect(eventsOf(pagesBefore)).toHaveLength(150)
+    await closeAll()
+
+    await worker.restart()
+
+    const after = await open(storeId)
+    const pages = await after.pullAll()
+    expect(eventsOf(pages).map(normalizeEvent)).toEqual(events.map(normalizeEvent))
+    expect(pages.at(-1).pageInfo).toEqual({ _tag: 'NoMore' })
+    expect(await after.backendId()).toBe(backendId)
+    // createdAt metadata is persisted as well
+    expect(pages.flatMap((p) => p.batch).map((i) => i.metadata)).toEqual(pagesBefore.flatMap((p) => p.batch).map((i) => i.metadata))
+
+    // the head is still 150: a stale parent is refused, the right one accepted
+    await expect(after.push(makeEvents(150, 150))).rejects.toMatchObject({
+      _tag: 'ServerAheadError',
+      minimumExpectedNum: 150,
+      providedNum: 149,
+    })
+    const more = makeEvents(151, 160)
+    await after.push(more)
+    const all = eventsOf(await after.pullAll())
+    expect(all.map(normalizeEvent)).toEqual([...events, ...more].map(normalizeEvent))
+
+    // a client that still believes in the old backendId is not told about a mismatch
+    const seeded = await open(storeId, { backendId })
+    await seeded.push(makeEvents(161, 161))
+    expect(eventsOf(await seeded.pullAll(160)).map((e) => e.seqNum)).toEqual([161])
+  }, RESTART_TEST_TIMEOUT_MS)
+
+  test('a row written to D1 without the head being updated is picked up after restart', async () => {
+    const storeId = uniqueStoreId('crash')
+    const client = await open(storeId)
+    await client.push(makeEvents(1, 5))
+    await client.pullAll() // learn the backendId
+    const backendId = await client.backendId()
+    await closeAll()
+
+    // simulate a crash between the D1 insert and the head update: add seqNum 6 behind the server's back
+    await worker.stop()
+    const createdAt = new Date().toISOString()
+    await worker.d1(
+      `INSERT INTO ${eventlogTable(storeId)} (seqNum, parentSeqNum, name, args, createdAt, clientId, sessionId) ` +
+        `VALUES (6, 5, 'todoCreated-v1', '{"id":"crash","text":"written before the crash"}', '${createdAt}', 'crash-client', 'crash-session')`,
+    )
+    await worker.restart()
+
+    const after = await open(storeId)
+    const pages = await after.pullAll()
+    const pulled = eventsOf(pages)
+    expect(pulled.map((e) => e.seqNum)).toEqual([1, 2, 3, 4, 5, 6])
+    expect(normalizeEvent(pulled[5])).toEqual({
+      name: 'todoCreated-v1',
+      args: { id: 'crash', text: 'written before the crash' },
+      seqNum: 6,
+      parentSeqNum: 5,
+      clientId: 'crash-client',
+      sessionId: 'crash-session',
+    })
+    expect(pages.flatMap((p) => p.batch)[5].metadata).toMatchObject({ _tag: 'Some', value: { createdAt } })
+    expect(await after.backendId()).toBe(backendId)
+
+    // the old head (5) is stale now
+    await expect(after.push(makeEvents(6, 6))).rejects.toMatchObject({
+      _tag: 'ServerAheadError',
+      minimumExpectedNum: 6,
+      providedNum: 5,
+    })
+    // pushing on top of the recovered max works
+    await after.push(makeEvents(7, 8))
+    expect(eventsOf(await after.pullAll()).map((e) => e.seqNum)).toEqual([1, 2, 3, 4, 5, 6, 7, 8])
+
+    // D1: every seqNum exactly once, chain intact
+    const rows = await storedRows(worker, storeId)
+    expect(rows.map((r) => r.seqNum)).toEqual([1, 2, 3, 4, 5, 6, 7, 8])
+    expect(rows.map((r) => r.parentSeqNum)).toEqual([0, 1, 2, 3, 4, 5, 6, 7])
+    const dupes = await worker.d1(
+      `SELECT seqNum, COUNT(*) AS n FROM ${eventlogTable(storeId)} GROUP BY seqNum HAVING COUNT(*) > 1`,
+    )
+    expect(dupes).toEqual([])
+  }, RESTART_TEST_TIMEOUT_MS)
+})

@@ -1,0 +1,290 @@
+// Starts / stops / restarts `wrangler dev` for the worker under test, and reads D1 back.
+//
+// Every worker gets its own persist dir (<root>/.wrangler/test-state/<name>) and its own free port;
+// its output goes to <root>/.wrangler/test-logs/<name>.log. Processes are spawned in their own
+// process group so that wrangler *and* its workerd children can be killed together, and an exit
+// hook kills whatever is still running when the test process goes away.
+
+import { spawn } from 'node:child_process'
+import fs from 'node:fs'
+import http from 'node:http'
+import net from 'node:net'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const CLIENT_TS_DIR = path.resolve(here, '../..')
+
+/** Repo root (where wrangler.toml lives). `E2E_WORKER_ROOT` can point at another wrangler project. */
+export const ROOT = path.resolve(process.env.E2E_WORKER_ROOT ?? path.join(CLIENT_TS_DIR, '..'))
+const WRANGLER = path.join(CLIENT_TS_DIR, 'node_modules', '.bin', 'wrangler')
+const D1_NAME = 'livestore-sync'
+
+/** First start may include the Rust build. */
+const START_TIMEOUT_MS = Number(process.env.E2E_START_TIMEOUT_MS ?? 300_000)
+const WRANGLER_CMD_TIMEOUT_MS = 120_000
+
+const wranglerEnv = () => ({
+  ...process.env,
+  CLOUDFLARE_CF_FETCH_ENABLED: 'false',
+  WRANGLER_SEND_METRICS: 'false',
+  NO_COLOR: '1',
+  FORCE_COLOR: '0',
+  // keep wrangler's own debug logs inside the project instead of ~/.config
+  WRANGLER_LOG_PATH: path.join(ROOT, '.wrangler', 'test-logs', 'wrangler'),
+})
+
+// ---------------------------------------------------------------------------------------------
+// process bookkeeping: pids of process groups we started and that may still be alive
+
+const liveGroups = new Set()
+
+const killGroup = (pid, signal) => {
+  try {
+    process.kill(-pid, signal)
+    return true
+  } catch {
+    return false // ESRCH: group already gone
+  }
+}
+
+const groupAlive = (pid) => killGroup(pid, 0)
+
+let exitHooksInstalled = false
+const installExitHooks = () => {
+  if (exitHooksInstalled) return
+  exitHooksInstalled = true
+  const killAll = () => {
+    for (const pid of liveGroups) killGroup(pid, 'SIGKILL')
+    liveGroups.clear()
+  }
+  process.on('exit', killAll)
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+    process.once(sig, () => {
+      killAll()
+      // re-raise with the default handler so the exit status stays meaningful
+      process.kill(process.pid, sig)
+    })
+  }
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** Waits until every process of the group is gone (SIGTERM first, SIGKILL after `graceMs`). */
+const terminateGroup = async (child, graceMs = 5_000) => {
+  const pid = child.pid
+  const exited = child.exitCode !== null || child.signalCode !== null
+    ? Promise.resolve()
+    : new Promise((resolve) => child.once('exit', resolve))
+  killGroup(pid, 'SIGTERM')
+  const deadline = Date.now() + graceMs
+  await Promise.race([exited, sleep(graceMs)])
+  // the leader may be gone while workerd children of the group still linger
+  while (groupAlive(pid) && Date.now() < deadline) await sleep(100)
+  if (groupAlive(pid)) killGroup(pid, 'SIGKILL')
+  await exited
+  for (let i = 0; i < 50 && groupAlive(pid); i++) await sleep(100)
+  liveGroups.delete(pid)
+}
+
+// ---------------------------------------------------------------------------------------------
+// small helpers
+
+export const getFreePort = () =>
+  new Promise((resolve, reject) => {
+    const srv = net.createServer()
+    srv.unref()
+    srv.once('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address()
+      srv.close(() => resolve(port))
+    })
+  })
+
+const portIsFree = (port) =>
+  new Promise((resolve) => {
+    const srv = net.createServer()
+    srv.once('error', () => resolve(false))
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)))
+  })
+
+const waitForPortFree = async (port, timeoutMs = 15_000) => {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    if (await portIsFree(port)) return
+    await sleep(200)
+  }
+  throw new Error(`port ${port} still in use ${timeoutMs} ms after stopping wrangler`)
+}
+
+/** GET with node:http (independent of whatever globalThis.fetch is), no keep-alive. */
+const httpGet = (url, timeoutMs) =>
+  new Promise((resolve, reject) => {
+    const req = http.get(url, { agent: false, timeout: timeoutMs }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (d) => (body += d))
+      res.on('end', () => resolve({ status: res.statusCode, body }))
+      res.on('error', reject)
+    })
+    req.on('timeout', () => req.destroy(new Error('timeout')))
+    req.on('error', reject)
+  })
+
+const tail = (file, maxChars = 6_000) => {
+  try {
+    const text = fs.readFileSync(file, 'utf8')
+    return text.length > maxChars ? `…${text.slice(-maxChars)}` : text
+  } catch {
+    return '(no log)'
+  }
+}
+
+/** Runs a one-shot wrangler command (cwd = ROOT); output is appended to `logFile` too. */
+const runWrangler = (args, { logFile, timeoutMs = WRANGLER_CMD_TIMEOUT_MS } = {}) =>
+  new Promise((resolve, reject) => {
+    installExitHooks()
+    const child = spawn(WRANGLER, args, { cwd: ROOT, env: wranglerEnv(), detached: true, stdio: ['ignore', 'pipe', 'pipe'] })
+    liveGroups.add(child.pid)
+    const out = []
+    const err = []
+    child.stdout.on('data', (d) => out.push(d))
+    child.stderr.on('data', (d) => err.push(d))
+    const timer = setTimeout(() => {
+      killGroup(child.pid, 'SIGKILL')
+      reject(new Error(`wrangler ${args.slice(0, 3).join(' ')} timed out after ${timeoutMs} ms`))
+    }, timeoutMs)
+    child.once('error', (e) => {
+      clearTimeout(timer)
+      liveGroups.delete(child.pid)
+      reject(e)
+    })
+    child.once('close', (code) => {
+      clearTimeout(timer)
+      liveGroups.delete(child.pid)
+      const stdout = Buffer.concat(out).toString('utf8')
+      const stderr = Buffer.concat(err).toString('utf8')
+      if (logFile) {
+        const shown = stdout.length > 4_000 ? `${stdout.slice(0, 4_000)}… (${stdout.length} chars)` : stdout
+        fs.appendFileSync(logFile, `\n$ wrangler ${args.join(' ')}\n${shown}${stderr}(exit ${code})\n`)
+      }
+      resolve({ code, stdout, stderr })
+    })
+  })
+
+/** Extracts the JSON value from `wrangler … --json` output (tolerating stray lines before it). */
+const parseJsonOutput = (stdout) => {
+  try {
+    return JSON.parse(stdout)
+  } catch {
+    const start = stdout.search(/^\s*[[{]/m)
+    if (start === -1) throw new Error(`no JSON in wrangler output:\n${stdout.slice(0, 2_000)}`)
+    return JSON.parse(stdout.slice(start))
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Starts a fresh worker (empty persisted state, migrations applied) on a free port.
+ *
+ * @param {{ name: string }} opts  `name` picks the persist dir and log file
+ * @returns {Promise<{ url: string, port: number, persistDir: string, logFile: string,
+ *   stop(): Promise<void>, start(): Promise<void>, restart(): Promise<void>, d1(sql: string): Promise<any[]> }>}
+ */
+export const startWorker = async ({ name }) => {
+  installExitHooks()
+  const persistDir = path.join(ROOT, '.wrangler', 'test-state', name)
+  const logDir = path.join(ROOT, '.wrangler', 'test-logs')
+  const logFile = path.join(logDir, `${name}.log`)
+  fs.rmSync(persistDir, { recursive: true, force: true })
+  fs.mkdirSync(persistDir, { recursive: true })
+  fs.mkdirSync(logDir, { recursive: true })
+  fs.writeFileSync(logFile, `=== ${new Date().toISOString()} test worker "${name}" (root ${ROOT}) ===\n`)
+
+  const port = await getFreePort()
+  const inspectorPort = await getFreePort()
+  const url = `http://127.0.0.1:${port}`
+
+  const migrate = await runWrangler(['d1', 'migrations', 'apply', D1_NAME, '--local', '--persist-to', persistDir], { logFile })
+  if (migrate.code !== 0) {
+    throw new Error(`wrangler d1 migrations apply failed (exit ${migrate.code}); log ${logFile}:\n${tail(logFile)}`)
+  }
+
+  /** @type {import('node:child_process').ChildProcess | undefined} */
+  let child
+
+  const start = async () => {
+    if (child) throw new Error(`worker "${name}" is already running`)
+    await waitForPortFree(port)
+    fs.appendFileSync(logFile, `\n=== ${new Date().toISOString()} wrangler dev on port ${port} ===\n`)
+    const fd = fs.openSync(logFile, 'a')
+    const args = [
+      'dev',
+      '--ip', '127.0.0.1',
+      '--port', String(port),
+      '--inspector-port', String(inspectorPort),
+      '--persist-to', persistDir,
+      '--show-interactive-dev-session=false',
+    ]
+    const proc = spawn(WRANGLER, args, { cwd: ROOT, env: wranglerEnv(), detached: true, stdio: ['ignore', fd, fd] })
+    fs.closeSync(fd)
+    liveGroups.add(proc.pid)
+    child = proc
+    let exitInfo
+    proc.once('exit', (code, signal) => (exitInfo = { code, signal }))
+
+    const deadline = Date.now() + START_TIMEOUT_MS
+    while (true) {
+      if (exitInfo) {
+        child = undefined
+        await terminateGroup(proc)
+        throw new Error(`wrangler dev exited during start-up (${JSON.stringify(exitInfo)}); log ${logFile}:\n${tail(logFile)}`)
+      }
+      if (Date.now() > deadline) {
+        child = undefined
+        await terminateGroup(proc)
+        throw new Error(`wrangler dev not ready after ${START_TIMEOUT_MS} ms; log ${logFile}:\n${tail(logFile)}`)
+      }
+      try {
+        const res = await httpGet(`${url}/`, 5_000)
+        if (res.status === 200 && res.body.startsWith('Info:')) return
+      } catch {
+        // not listening yet
+      }
+      await sleep(500)
+    }
+  }
+
+  const stop = async () => {
+    const proc = child
+    if (!proc) return
+    child = undefined
+    await terminateGroup(proc)
+    await waitForPortFree(port)
+  }
+
+  const restart = async () => {
+    await stop()
+    await start()
+  }
+
+  /** Runs SQL against the local D1 (works whether or not the worker is running); returns the rows. */
+  const d1 = async (sql) => {
+    const res = await runWrangler(
+      ['d1', 'execute', D1_NAME, '--local', '--persist-to', persistDir, '--json', '--command', sql],
+      { logFile },
+    )
+    if (res.code !== 0) {
+      throw new Error(`wrangler d1 execute failed (exit ${res.code}) for ${sql}:\n${res.stderr}\n${res.stdout.slice(0, 4_000)}`)
+    }
+    const parsed = parseJsonOutput(res.stdout)
+    if (!Array.isArray(parsed) || parsed[0] === undefined) {
+      throw new Error(`unexpected d1 execute output: ${res.stdout.slice(0, 2_000)}`)
+    }
+    return parsed[0].results ?? []
+  }
+
+  await start()
+  return { name, url, port, persistDir, logFile, start, stop, restart, d1 }
+}

@@ -1,0 +1,269 @@
+// Drives the real @livestore/sync-cf 0.4.0 WS client (and a raw socket where frames matter) against the worker.
+
+import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { eventsOf, openClient } from './support/livestore-client.mjs'
+import { RawSocket, newRequestId, pullRequest, wsSyncUrl } from './support/raw-ws.mjs'
+import { chunksOf, isIsoTimestamp, makeEvents, normalizeEvent, storedRows, uniqueStoreId } from './support/util.mjs'
+import { startWorker } from './support/worker.mjs'
+
+const MAX_EVENTS_PER_MESSAGE = 100
+const MAX_PAYLOAD_BYTES = 900_000
+const MAX_FRAME_BYTES = 1024 * 1024
+
+let worker
+let syncUrl
+const clients = []
+
+const open = async (storeId, opts = {}) => {
+  const client = await openClient({ url: syncUrl, storeId, ...opts })
+  clients.push(client)
+  return client
+}
+
+/** Asserts the page sequence of a finished pull: only the last page is NoMore, `remaining` counts down exactly. */
+const expectWellFormedPages = (pages, total) => {
+  expect(pages.length).toBeGreaterThan(0)
+  let delivered = 0
+  pages.forEach((page, i) => {
+    expect(page.batch.length).toBeLessThanOrEqual(MAX_EVENTS_PER_MESSAGE)
+    delivered += page.batch.length
+    if (i === pages.length - 1) {
+      expect(page.pageInfo).toEqual({ _tag: 'NoMore' })
+    } else {
+      expect(page.batch.length).toBeGreaterThan(0)
+      expect(page.pageInfo).toEqual({ _tag: 'MoreKnown', remaining: total - delivered })
+    }
+  })
+  expect(delivered).toBe(total)
+}
+
+beforeAll(async () => {
+  worker = await startWorker({ name: 'ws-sync' })
+  syncUrl = `${worker.url}/sync`
+})
+
+afterAll(async () => {
+  for (const c of clients) await c.close().catch(() => {})
+  await worker?.stop()
+})
+
+describe('ws sync with the real LiveStore client', () => {
+  test('pull on an empty store gives one empty NoMore page and a backendId', async () => {
+    const client = await open(uniqueStoreId('empty'))
+    const pages = await client.pullAll()
+    expect(pages).toEqual([{ batch: [], pageInfo: { _tag: 'NoMore' } }])
+    const backendId = await client.backendId()
+    expect(typeof backendId).toBe('string')
+    expect(backendId.length).toBeGreaterThan(0)
+  })
+
+  test('push 1..N and pull them back in order with all fields', async () => {
+    const storeId = uniqueStoreId('push-pull')
+    const client = await open(storeId)
+    // include an event without args: it must come back with args null
+    const events = makeEvents(1, 25, { argsFor: (n) => (n === 7 ? undefined : { id: `t${n}`, n, nested: { ok: n % 2 === 0 } }) })
+    const before = Date.now()
+    await client.push(events.slice(0, 10))
+    await client.push(events.slice(10))
+
+    const pages = await client.pullAll()
+    expectWellFormedPages(pages, events.length)
+    const pulled = pages.flatMap((p) => p.batch)
+    expect(pulled.map((item) => normalizeEvent(item.eventEncoded))).toEqual(events.map(normalizeEvent))
+    for (const item of pulled) {
+      expect(item.metadata._tag).toBe('Some')
+      expect(item.metadata.value._tag).toBe('SyncMessage.SyncMetadata')
+      expect(isIsoTimestamp(item.metadata.value.createdAt)).toBe(true)
+      const t = Date.parse(item.metadata.value.createdAt)
+      expect(t).toBeGreaterThan(before - 5 * 60_000)
+      expect(t).toBeLessThan(Date.now() + 5 * 60_000)
+    }
+    // the whole first push shares one createdAt
+    expect(new Set(pulled.slice(0, 10).map((i) => i.metadata.value.createdAt)).size).toBe(1)
+  })
+
+  test('sync payload with special characters is accepted', async () => {
+    const storeId = uniqueStoreId('payload')
+    const client = await open(storeId, { payload: { authToken: 'secret & ü/?=+%' } })
+    await client.push(makeEvents(1, 3))
+    expect(eventsOf(await client.pullAll()).map((e) => e.seqNum)).toEqual([1, 2, 3])
+  })
+
+  test('two clients with live pulls both receive every push, including the pusher', async () => {
+    const storeId = uniqueStoreId('live')
+    const a = await open(storeId, { clientId: 'client-A' })
+    const b = await open(storeId, { clientId: 'client-B' })
+    const liveA = await a.live()
+    const liveB = await b.live()
+    // catch-up phase of an empty store: one empty NoMore page each
+    await liveA.waitForPages(1)
+    await liveB.waitForPages(1)
+    expect(liveA.pages[0]).toEqual({ batch: [], pageInfo: { _tag: 'NoMore' } })
+
+    const fromA = makeEvents(1, 5, { clientId: 'client-A' })
+    await a.push(fromA)
+    await liveA.waitForEvents(5)
+    await liveB.waitForEvents(5)
+
+    const fromB = makeEvents(6, 8, { clientId: 'client-B', sessionId: 'session-B' })
+    await b.push(fromB)
+    await liveA.waitForEvents(8)
+    await liveB.waitForEvents(8)
+
+    const expected = [...fromA, ...fromB].map(normalizeEvent)
+    for (const live of [liveA, liveB]) {
+      expect(live.events().map(normalizeEvent)).toEqual(expected)
+      for (const page of live.pages.slice(1)) {
+        expect(page.pageInfo).toEqual({ _tag: 'NoMore' })
+        for (const item of page.batch) {
+          expect(item.metadata._tag).toBe('Some')
+          expect(isIsoTimestamp(item.metadata.value.createdAt)).toBe(true)
+        }
+      }
+    }
+    // a live pull that starts later first catches up with everything stored
+    const c = await open(storeId, { clientId: 'client-C' })
+    const liveC = await c.live()
+    await liveC.waitForEvents(8)
+    expect(liveC.events().map(normalizeEvent)).toEqual(expected)
+    expect(liveC.pages.at(-1).pageInfo).toEqual({ _tag: 'NoMore' })
+  })
+
+  test('push with a stale parent fails with ServerAheadError and stores nothing', async () => {
+    const storeId = uniqueStoreId('stale')
+    const client = await open(storeId)
+    await client.push(makeEvents(1, 4))
+
+    const stale = makeEvents(2, 3, { clientId: 'client-B' }) // parent 1, but the head is 4
+    await expect(client.push(stale)).rejects.toMatchObject({
+      _tag: 'ServerAheadError',
+      minimumExpectedNum: 4,
+      providedNum: 1,
+    })
+    // a "future" parent is rejected the same way
+    await expect(client.push(makeEvents(9, 9))).rejects.toMatchObject({
+      _tag: 'ServerAheadError',
+      minimumExpectedNum: 4,
+      providedNum: 8,
+    })
+
+    const pulled = eventsOf(await client.pullAll())
+    expect(pulled.map(normalizeEvent)).toEqual(makeEvents(1, 4).map(normalizeEvent))
+    // and the right parent still works
+    await client.push(makeEvents(5, 5))
+    expect(eventsOf(await client.pullAll()).map((e) => e.seqNum)).toEqual([1, 2, 3, 4, 5])
+  })
+
+  test('pull from a cursor returns only later events', async () => {
+    const storeId = uniqueStoreId('cursor')
+    const client = await open(storeId)
+    const events = makeEvents(1, 12)
+    await client.push(events)
+    await client.pullAll() // learn the backendId, which the client needs to build a cursor
+
+    const after5 = await client.pullAll(5)
+    expectWellFormedPages(after5, 7)
+    expect(eventsOf(after5).map(normalizeEvent)).toEqual(events.slice(5).map(normalizeEvent))
+
+    // cursor at the head: one empty NoMore page
+    expect(await client.pullAll(12)).toEqual([{ batch: [], pageInfo: { _tag: 'NoMore' } }])
+  })
+
+  test('ping works (real client and raw {"_tag":"Ping"})', async () => {
+    const storeId = uniqueStoreId('ping')
+    // the client's manual ping waits for the Pong of its next scheduled Ping, so schedule them often
+    const client = await open(storeId, { pingInterval: 1_000 })
+    for (let i = 0; i < 3; i++) await client.ping()
+    expect(await client.isConnected()).toBe(true)
+
+    const raw = await RawSocket.open(wsSyncUrl(worker.url, storeId))
+    try {
+      raw.send('{"_tag":"Ping"}')
+      const pong = await raw.until(() => raw.messages.find((m) => m.json?._tag === 'Pong'), { what: 'Pong' })
+      expect(pong.json).toEqual({ _tag: 'Pong' })
+    } finally {
+      raw.close()
+    }
+  })
+
+  test('1,200 events incl. large ones: complete, in order, paged within limits, identical in D1', async () => {
+    const storeId = uniqueStoreId('big')
+    const client = await open(storeId)
+    const TOTAL = 1_200
+    // every 97th event carries ~250 kB so 100-event pages must be split by size (900 kB cap)
+    const bigText = (n) => `${n}:`.padEnd(250_000 + (n % 7) * 10_000, 'x')
+    const events = makeEvents(1, TOTAL, {
+      argsFor: (n) => (n % 97 === 0 ? { id: `t${n}`, blob: bigText(n) } : n % 50 === 0 ? undefined : { id: `t${n}`, n }),
+    })
+    const startedAt = Date.now()
+    // push in batches of ≤100 like the client does (it splits oversize batches further by bytes)
+    for (const batch of chunksOf(events, 100)) await client.push(batch)
+
+    // --- real client pull
+    const pages = await client.pullAll()
+    expectWellFormedPages(pages, TOTAL)
+    const pulled = pages.flatMap((p) => p.batch)
+    expect(pulled.map((i) => i.eventEncoded.seqNum)).toEqual(events.map((e) => e.seqNum))
+    expect(pulled.map((i) => normalizeEvent(i.eventEncoded))).toEqual(events.map(normalizeEvent))
+
+    // --- raw frames: each Chunk ≤100 events, each PullResponse JSON ≤ 900,000 bytes, remaining counts down
+    const raw = await RawSocket.open(wsSyncUrl(worker.url, storeId))
+    let rawResult
+    try {
+      rawResult = await raw.request(pullRequest(newRequestId(), storeId), { timeoutMs: 90_000 })
+    } finally {
+      raw.close()
+    }
+    expect(rawResult.exit._tag).toBe('Success')
+    expect(rawResult.chunks.length).toBeGreaterThan(1)
+    let maxValueBytes = 0
+    for (const chunk of rawResult.chunks) {
+      expect(chunk.bytes).toBeLessThanOrEqual(MAX_FRAME_BYTES)
+      expect(chunk.json.values.length).toBeGreaterThan(0)
+      const eventsInFrame = chunk.json.values.reduce((n, v) => n + v.batch.length, 0)
+      expect(eventsInFrame).toBeLessThanOrEqual(MAX_EVENTS_PER_MESSAGE)
+      for (const value of chunk.json.values) {
+        const bytes = Buffer.byteLength(JSON.stringify(value))
+        maxValueBytes = Math.max(maxValueBytes, bytes)
+        expect(bytes).toBeLessThanOrEqual(MAX_PAYLOAD_BYTES)
+      }
+    }
+    expect(maxValueBytes).toBeGreaterThan(250_000) // the large events really went through
+    const values = rawResult.values
+    const backendId = await client.backendId()
+    let delivered = 0
+    let lastRemaining = Infinity
+    values.forEach((value, i) => {
+      expect(value.backendId).toBe(backendId)
+      delivered += value.batch.length
+      if (i === values.length - 1) {
+        expect(value.pageInfo).toEqual({ _tag: 'NoMore' })
+      } else {
+        expect(value.pageInfo._tag).toBe('MoreKnown')
+        expect(value.pageInfo.remaining).toBeLessThan(lastRemaining)
+        expect(value.pageInfo.remaining).toBe(TOTAL - delivered)
+        lastRemaining = value.pageInfo.remaining
+      }
+    })
+    const rawEvents = values.flatMap((v) => v.batch)
+    expect(rawEvents.map((item) => normalizeEvent(item.eventEncoded))).toEqual(events.map(normalizeEvent))
+
+    // --- D1 row by row
+    const rows = await storedRows(worker, storeId)
+    expect(rows.length).toBe(TOTAL)
+    rows.forEach((row, i) => {
+      const e = events[i]
+      expect(row.seqNum).toBe(e.seqNum)
+      expect(row.parentSeqNum).toBe(e.parentSeqNum)
+      expect(row.name).toBe(e.name)
+      expect(row.clientId).toBe(e.clientId)
+      expect(row.sessionId).toBe(e.sessionId)
+      if (e.args === undefined) expect(row.args).toBeNull()
+      else expect(JSON.parse(row.args)).toEqual(e.args)
+      expect(isIsoTimestamp(row.createdAt)).toBe(true)
+      expect(Date.parse(row.createdAt)).toBeGreaterThan(startedAt - 5 * 60_000)
+      // D1 createdAt is what pulls report as metadata
+      expect(pulled[i].metadata.value.createdAt).toBe(row.createdAt)
+    })
+  })
+})
