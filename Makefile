@@ -19,8 +19,10 @@ export ESBUILD_BIN := $(NODE_BIN)/esbuild
 
 RUST_SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 NPM_STAMP := client-ts/node_modules/.setup-stamp
+EXAMPLE := examples/token-auth
+EXAMPLE_SOURCES := $(shell find $(EXAMPLE)/src -name '*.rs') $(EXAMPLE)/Cargo.toml
 
-.PHONY: dev test setup tools npm worker lint unit e2e clean
+.PHONY: dev test setup tools npm worker example-token-auth deploy-check lint unit e2e clean
 
 setup: tools npm
 
@@ -40,14 +42,26 @@ build/index.js: $(RUST_SOURCES) $(NPM_STAMP)
 	worker-build --release
 	@touch $@
 
+# The example custom Worker (its wrangler [build] command).
+example-token-auth: $(EXAMPLE)/build/index.js
+
+$(EXAMPLE)/build/index.js: $(RUST_SOURCES) $(EXAMPLE_SOURCES) $(NPM_STAMP)
+	cd $(EXAMPLE) && worker-build --release
+	@touch $@
+
+# Both Workers bundle for deployment (offline: --dry-run uploads nothing).
+deploy-check: worker example-token-auth
+	$(WRANGLER) deploy --dry-run --outdir .wrangler/deploy/root
+	cd $(EXAMPLE) && $(WRANGLER) deploy --dry-run --outdir ../../.wrangler/deploy/token-auth
+
 dev: setup worker
 	$(WRANGLER) d1 migrations apply $(D1_NAME) --local
 	$(WRANGLER) dev --ip 127.0.0.1 --port $(PORT)
 
 lint:
-	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
-	cargo clippy --lib --target wasm32-unknown-unknown -- -D warnings
+	cargo fmt --all --check
+	cargo clippy -p livestore-sync-rs --all-targets -- -D warnings
+	cargo clippy --workspace --target wasm32-unknown-unknown -- -D warnings
 
 unit:
 	cargo test --all-targets
@@ -58,7 +72,7 @@ e2e: worker
 	cd client-ts && npx vitest run --reporter=default --reporter=json --outputFile=../.wrangler/test-logs/vitest.json; \
 	  status=$$?; node scripts/summary.mjs ../.wrangler/test-logs/vitest.json && exit $$status
 
-test: setup lint unit e2e
+test: setup lint unit deploy-check e2e
 
 clean:
 	rm -rf build target .wrangler client-ts/node_modules

@@ -8,11 +8,20 @@
 //! - [`storage`]: SQL shared by the storage engines; the engines themselves (D1, DO SQLite)
 //!   live in the wasm-only edge.
 //!
-//! Everything outside the `edge` module is plain Rust and tested natively with `cargo test`.
+//! - `cf` (wasm only): the Cloudflare edge and the Rust API for writing a sync Worker
+//!   ([`cf::SyncWorker`], [`cf::SyncBackendObject`], configured with
+//!   [`livestore::options`]).
+//!
+//! Everything outside `cf` and the D1/DO-SQLite engines is plain Rust, tested natively with
+//! `cargo test`. The feature `default-worker` (on by default) builds the Worker this
+//! repository ships; turn it off to use the crate as a library in your own Worker.
 
 pub mod livestore;
 pub mod storage;
 pub mod stream;
 
 #[cfg(target_arch = "wasm32")]
-mod edge;
+pub mod cf;
+
+#[cfg(all(target_arch = "wasm32", feature = "default-worker"))]
+mod default_worker;

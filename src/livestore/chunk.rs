@@ -17,6 +17,15 @@ const BACKEND_ID_KEY: &str = r#","backendId":"#;
 /// The longest `pageInfo` there can be (largest safe `remaining`).
 const LONGEST_PAGE_INFO: &str = r#"{"_tag":"MoreKnown","remaining":9007199254740991}"#;
 
+/// One encoded `PullResponse` and how many events it carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullPage {
+    /// The `PullResponse` JSON.
+    pub json: String,
+    /// Number of events in its batch.
+    pub events: usize,
+}
+
 /// Splits a sequence of encoded batch items into `PullResponse` JSON values.
 pub struct ResponseBuilder {
     backend_id_json: String,
@@ -65,7 +74,7 @@ impl ResponseBuilder {
     }
 
     /// Adds an item, emitting the current response first if the item would not fit in it.
-    pub fn push(&mut self, item: String, emit: &mut impl FnMut(String)) {
+    pub fn push(&mut self, item: String, emit: &mut impl FnMut(PullPage)) {
         let separator = usize::from(!self.items.is_empty());
         let full = self.items.len() >= MAX_EVENTS_PER_RESPONSE
             || self.overhead() + self.items_bytes + separator + item.len() > MAX_RESPONSE_BYTES;
@@ -84,13 +93,13 @@ impl ResponseBuilder {
     }
 
     /// Emits the last response (`NoMore`). A catch-up with no events emits one empty response.
-    pub fn finish(mut self, emit: &mut impl FnMut(String)) {
+    pub fn finish(mut self, emit: &mut impl FnMut(PullPage)) {
         if !self.items.is_empty() || (self.total.is_some() && self.emitted == 0) {
             emit(self.take(PageInfo::NoMore));
         }
     }
 
-    fn take(&mut self, page_info: PageInfo) -> String {
+    fn take(&mut self, page_info: PageInfo) -> PullPage {
         let page_info = page_info.to_json();
         let mut out = String::with_capacity(
             self.overhead() + self.items_bytes - LONGEST_PAGE_INFO.len() + page_info.len(),
@@ -107,10 +116,11 @@ impl ResponseBuilder {
         out.push_str(BACKEND_ID_KEY);
         out.push_str(&self.backend_id_json);
         out.push('}');
-        self.emitted += self.items.len() as u64;
+        let events = self.items.len();
+        self.emitted += events as u64;
         self.items.clear();
         self.items_bytes = 0;
-        out
+        PullPage { json: out, events }
     }
 }
 
@@ -126,13 +136,12 @@ mod tests {
     fn run(builder: ResponseBuilder, items: Vec<String>) -> Vec<Value> {
         let mut builder = builder;
         let mut out = Vec::new();
-        let mut emit = |s: String| {
-            assert!(
-                s.len() <= MAX_RESPONSE_BYTES,
-                "response of {} bytes",
-                s.len()
-            );
-            out.push(serde_json::from_str::<Value>(&s).unwrap());
+        let mut emit = |page: PullPage| {
+            let len = page.json.len();
+            assert!(len <= MAX_RESPONSE_BYTES, "response of {len} bytes");
+            let value = serde_json::from_str::<Value>(&page.json).unwrap();
+            assert_eq!(value["batch"].as_array().unwrap().len(), page.events);
+            out.push(value);
         };
         for i in items {
             builder.push(i, &mut emit);

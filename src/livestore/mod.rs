@@ -2,7 +2,9 @@
 //! format, and the push/pull rules on top of the stream core.
 
 pub mod chunk;
+pub mod cors;
 pub mod event;
+pub mod options;
 pub mod query;
 pub mod route;
 pub mod store_id;

@@ -18,20 +18,10 @@ pub enum Route {
     Reject { status: u16, message: String },
 }
 
-/// Routes a request.
-pub fn route(method: &str, path: &str, query: &str, upgrade: Option<&str>) -> Route {
+/// Routes a request by method, path and query.
+pub fn route(method: &str, path: &str, query: &str) -> Route {
     match parse_sync_query(query) {
-        Ok(Some(params)) => {
-            // Case-sensitive, like the TypeScript server.
-            if params.transport == Transport::Ws && upgrade != Some("websocket") {
-                Route::Reject {
-                    status: 426,
-                    message: "Durable Object expected Upgrade: websocket".into(),
-                }
-            } else {
-                Route::Sync(params)
-            }
-        }
+        Ok(Some(params)) => Route::Sync(params),
         Ok(None) if method == "GET" && path == "/" => Route::Info,
         Ok(None) => Route::Reject {
             status: 400,
@@ -44,51 +34,69 @@ pub fn route(method: &str, path: &str, query: &str, upgrade: Option<&str>) -> Ro
     }
 }
 
+/// The refusal of a WebSocket sync request that is not an upgrade (compared
+/// case-sensitively, like the TypeScript server), if it is one.
+pub fn upgrade_rejection(params: &SyncParams, upgrade: Option<&str>) -> Option<Route> {
+    (params.transport == Transport::Ws && upgrade != Some("websocket")).then(|| Route::Reject {
+        status: 426,
+        message: "Durable Object expected Upgrade: websocket".into(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn sync(query: &str) -> SyncParams {
+        match route("GET", "/sync", query) {
+            Route::Sync(params) => params,
+            other => panic!("expected a sync route, got {other:?}"),
+        }
+    }
+
     #[test]
     fn routes_by_query_only() {
+        assert_eq!(sync("storeId=s&transport=ws").transport, Transport::Ws);
         assert!(matches!(
-            route("GET", "/sync", "storeId=s&transport=ws", Some("websocket")),
+            route("POST", "/any/path", "storeId=s&transport=http"),
             Route::Sync(_)
         ));
+        assert_eq!(route("GET", "/", ""), Route::Info);
+        assert_eq!(route("GET", "/", "x=1"), Route::Info);
         assert!(matches!(
-            route("POST", "/any/path", "storeId=s&transport=http", None),
-            Route::Sync(_)
-        ));
-        assert_eq!(route("GET", "/", "", None), Route::Info);
-        assert_eq!(route("GET", "/", "x=1", None), Route::Info);
-        assert!(matches!(
-            route("GET", "/whatever", "", None),
+            route("GET", "/whatever", ""),
             Route::Reject { status: 400, .. }
         ));
         assert!(matches!(
-            route("HEAD", "/", "", None),
+            route("HEAD", "/", ""),
             Route::Reject { status: 400, .. }
         ));
     }
 
     #[test]
     fn websocket_transport_needs_an_upgrade() {
+        let ws = sync("storeId=s&transport=ws");
         for upgrade in [None, Some("WebSocket"), Some("h2c")] {
             assert!(matches!(
-                route("GET", "/sync", "storeId=s&transport=ws", upgrade),
-                Route::Reject { status: 426, .. }
+                upgrade_rejection(&ws, upgrade),
+                Some(Route::Reject { status: 426, .. })
             ));
         }
+        assert_eq!(upgrade_rejection(&ws, Some("websocket")), None);
+        assert_eq!(
+            upgrade_rejection(&sync("storeId=s&transport=http"), None),
+            None
+        );
     }
 
     #[test]
     fn everything_else_is_a_clear_400() {
-        let Route::Reject { status, message } = route("POST", "/", "", None) else {
+        let Route::Reject { status, message } = route("POST", "/", "") else {
             panic!("expected a rejection")
         };
         assert_eq!(status, 400);
         assert!(message.contains("storeId"));
-        let Route::Reject { status, message } = route("GET", "/", "storeId=s&transport=sse", None)
-        else {
+        let Route::Reject { status, message } = route("GET", "/", "storeId=s&transport=sse") else {
             panic!("expected a rejection")
         };
         assert_eq!(status, 400);

@@ -1,10 +1,10 @@
 //! The push and pull rules of a store, on top of the event log. Transport-independent: the
 //! WebSocket and HTTP edges feed decoded requests in and send the frames that come out.
 
-use super::chunk::ResponseBuilder;
+use super::chunk::{PullPage, ResponseBuilder};
 use super::event::StoredEvent;
 use super::store_id::StoreId;
-use super::wire::{encode_chunk, PullRequest, PushRequest, RequestId, SyncError};
+use super::wire::{PullRequest, PushRequest, SyncError};
 use crate::stream::{AppendError, EventLog, HeadCheckpoint, LogStorage, SeqNum, StorageError};
 
 /// Rows read from storage per query during a catch-up.
@@ -60,13 +60,12 @@ where
         }
     }
 
-    /// Sends the catch-up of a pull as `Chunk` frames for `id`. Returns the position the
+    /// Emits the catch-up of a pull as `PullResponse` pages. Returns the position the
     /// catch-up reached, from which a live pull continues.
     pub async fn pull(
         &self,
-        id: &RequestId,
         request: &PullRequest,
-        send: &mut impl FnMut(String),
+        emit: &mut impl FnMut(PullPage),
     ) -> Result<SeqNum, SyncError> {
         self.check_store(&request.store_id)?;
         let after = match request.cursor.clone().into_option() {
@@ -82,19 +81,18 @@ where
         let head = self.log.head().await.map_err(storage_error)?;
         let total = self.log.count(after, head).await.map_err(storage_error)?;
         let mut builder = ResponseBuilder::catch_up(&self.backend_id, total);
-        self.send_range(id, after, head, &mut builder, send).await?;
-        builder.finish(&mut |response| send(encode_chunk(id, &[&response])));
+        self.send_range(after, head, &mut builder, emit).await?;
+        builder.finish(emit);
         Ok(head)
     }
 
     /// Streams the events in `(after, upto]` into `builder`, one storage page at a time.
     async fn send_range(
         &self,
-        id: &RequestId,
         after: SeqNum,
         upto: SeqNum,
         builder: &mut ResponseBuilder,
-        send: &mut impl FnMut(String),
+        emit: &mut impl FnMut(PullPage),
     ) -> Result<(), SyncError> {
         let mut position = after;
         while position < upto {
@@ -106,30 +104,26 @@ where
             let Some(last) = page.last() else { break };
             position = last.event.seq_num;
             for event in &page {
-                builder.push(event.to_batch_item_json(), &mut |response| {
-                    send(encode_chunk(id, &[&response]))
-                });
+                builder.push(event.to_batch_item_json(), emit);
             }
         }
         Ok(())
     }
 
     /// Turns a finished catch-up at `reached` into a live pull: with appends held off, sends
-    /// whatever was appended since (as `NoMore` chunks) and then calls `subscribe`, so the
+    /// whatever was appended since (as `NoMore` pages) and then calls `subscribe`, so the
     /// subscriber misses nothing and sees nothing twice or out of order.
     pub async fn go_live(
         &self,
-        id: &RequestId,
         reached: SeqNum,
-        send: &mut impl FnMut(String),
+        emit: &mut impl FnMut(PullPage),
         subscribe: impl FnOnce(),
     ) -> Result<(), SyncError> {
         self.log
             .with_appends_paused(async |head| {
                 let mut builder = ResponseBuilder::live(&self.backend_id);
-                self.send_range(id, reached, head, &mut builder, send)
-                    .await?;
-                builder.finish(&mut |response| send(encode_chunk(id, &[&response])));
+                self.send_range(reached, head, &mut builder, emit).await?;
+                builder.finish(emit);
                 subscribe();
                 Ok(())
             })
@@ -144,7 +138,7 @@ where
         &self,
         request: PushRequest,
         created_at: String,
-        broadcast: impl FnOnce(Vec<String>),
+        broadcast: impl FnOnce(Vec<PullPage>),
     ) -> Result<(), SyncError> {
         self.check_store(&request.store_id)?;
         if request.batch.is_empty() {
@@ -314,24 +308,18 @@ mod tests {
         block_on(b.push(
             push_req(batch, Some("BACKEND")),
             "2026-11-22T00:00:00.000Z".into(),
-            |r| out = r,
+            |r| out = r.into_iter().map(|p| p.json).collect(),
         ))
         .unwrap();
         out
     }
 
     fn pull(b: &SyncBackend<Memory, Checkpoint>, cursor: Option<(&str, u64)>) -> Vec<Value> {
-        let id = RequestId::Text("7".into());
-        let mut frames = Vec::new();
-        block_on(b.pull(&id, &pull_req(cursor), &mut |f| frames.push(f))).unwrap();
-        frames
+        let mut pages = Vec::new();
+        block_on(b.pull(&pull_req(cursor), &mut |p| pages.push(p))).unwrap();
+        pages
             .iter()
-            .map(|f| {
-                let v: Value = serde_json::from_str(f).unwrap();
-                assert_eq!(v["_tag"], "Chunk");
-                assert_eq!(v["requestId"], "7");
-                v["values"][0].clone()
-            })
+            .map(|p| serde_json::from_str::<Value>(&p.json).unwrap())
             .collect()
     }
 
@@ -438,8 +426,7 @@ mod tests {
     #[test]
     fn pull_with_foreign_cursor_is_a_mismatch() {
         let b = backend();
-        let id = RequestId::Text("1".into());
-        let err = block_on(b.pull(&id, &pull_req(Some(("OLD", 1))), &mut |_| {})).unwrap_err();
+        let err = block_on(b.pull(&pull_req(Some(("OLD", 1))), &mut |_| {})).unwrap_err();
         assert_eq!(
             err,
             SyncError::BackendIdMismatch {
@@ -453,16 +440,15 @@ mod tests {
     fn going_live_sends_what_was_appended_since_the_catch_up() {
         let b = backend();
         push(&b, 1, 2, 1);
-        let id = RequestId::Text("9".into());
-        let reached = block_on(b.pull(&id, &pull_req(None), &mut |_| {})).unwrap();
+        let reached = block_on(b.pull(&pull_req(None), &mut |_| {})).unwrap();
         push(&b, 3, 4, 1);
-        let mut frames = Vec::new();
+        let mut pages = Vec::new();
         let mut subscribed = false;
-        block_on(b.go_live(&id, reached, &mut |f| frames.push(f), || subscribed = true)).unwrap();
+        block_on(b.go_live(reached, &mut |p| pages.push(p), || subscribed = true)).unwrap();
         assert!(subscribed);
-        let values: Vec<Value> = frames
+        let values: Vec<Value> = pages
             .iter()
-            .map(|f| serde_json::from_str::<Value>(f).unwrap()["values"][0].clone())
+            .map(|p| serde_json::from_str::<Value>(&p.json).unwrap())
             .collect();
         assert_eq!(seqs(&values), vec![3, 4]);
         assert!(values

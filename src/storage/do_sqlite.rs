@@ -1,10 +1,31 @@
-//! The head checkpoint in the Durable Object's own SQLite: the `context_7` row of the
-//! TypeScript server (`storeId`, `currentHead`, `backendId`).
+//! The Durable Object's own SQLite: the head checkpoint (`context_7`, as the TypeScript
+//! server keeps it) and, when chosen, the store's event log (`eventlog_7_<storeId>`).
 
-use super::sql::CREATE_CONTEXT;
-use crate::stream::{HeadCheckpoint, SeqNum, StorageError};
+use super::sql::{self, SqlValue, CREATE_CONTEXT};
+use crate::livestore::event::{EventEncoded, StoredEvent};
+use crate::livestore::store_id::StoreId;
+use crate::stream::{HeadCheckpoint, LogStorage, SeqNum, StorageError};
 use serde::Deserialize;
-use worker::{SqlStorage, SqlStorageValue};
+use serde_json::value::RawValue;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use worker::worker_sys::DurableObjectStorage;
+use worker::{SqlStorage, SqlStorageValue, Storage};
+
+#[wasm_bindgen]
+extern "C" {
+    /// `ctx.storage`, seen through the one method workers-rs does not wrap.
+    #[wasm_bindgen(extends = js_sys::Object)]
+    type TransactionalStorage;
+
+    /// `ctx.storage.transactionSync(fn)`: runs `fn` in a transaction, rolled back if it throws.
+    #[wasm_bindgen(method, catch, js_name = transactionSync)]
+    fn transaction_sync(
+        this: &TransactionalStorage,
+        body: &js_sys::Function,
+    ) -> Result<JsValue, JsValue>;
+}
 
 /// One store's `context_7` row.
 pub struct ContextRow {
@@ -86,5 +107,176 @@ impl HeadCheckpoint for ContextRow {
             )
             .map_err(sql_error("save head"))?;
         Ok(())
+    }
+}
+
+/// One store's event log in the Durable Object's SQLite.
+pub struct DoSqliteEventLog {
+    storage: Storage,
+    sql: SqlStorage,
+    table: String,
+    ready: Cell<bool>,
+}
+
+#[derive(Deserialize)]
+struct MaxRow {
+    m: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct CountRow {
+    c: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Row {
+    seq_num: f64,
+    parent_seq_num: f64,
+    name: String,
+    args: Option<String>,
+    created_at: String,
+    client_id: String,
+    session_id: String,
+}
+
+fn to_sql(value: &SqlValue) -> SqlStorageValue {
+    match value {
+        SqlValue::Null => SqlStorageValue::Null,
+        // Safe integers only (SeqNum), so the i64 is exact.
+        SqlValue::Integer(i) => SqlStorageValue::from(*i as i64),
+        SqlValue::Text(s) => SqlStorageValue::from(s.as_str()),
+    }
+}
+
+fn seq(value: f64, column: &str) -> Result<SeqNum, StorageError> {
+    SeqNum::from_f64(value)
+        .ok_or_else(|| StorageError(format!("invalid {column} {value} in DO SQLite")))
+}
+
+impl DoSqliteEventLog {
+    /// The log of `store_id` in this object's SQLite.
+    pub fn new(storage: Storage, store_id: &StoreId) -> Self {
+        let sql = storage.sql();
+        DoSqliteEventLog {
+            storage,
+            sql,
+            table: store_id.table_name(),
+            ready: Cell::new(false),
+        }
+    }
+
+    fn ensure_ready(&self) -> Result<(), StorageError> {
+        if !self.ready.get() {
+            self.sql
+                .exec(&sql::create_event_log(&self.table), None)
+                .map_err(sql_error("create table"))?;
+            self.ready.set(true);
+        }
+        Ok(())
+    }
+
+    fn query<T: serde::de::DeserializeOwned>(
+        &self,
+        query: &str,
+        params: &[SqlValue],
+    ) -> Result<Vec<T>, StorageError> {
+        self.ensure_ready()?;
+        self.sql
+            .exec(query, params.iter().map(to_sql).collect::<Vec<_>>())
+            .map_err(sql_error("query"))?
+            .to_array()
+            .map_err(sql_error("decode rows"))
+    }
+}
+
+impl LogStorage for DoSqliteEventLog {
+    type Entry = StoredEvent;
+
+    async fn max_seq(&self) -> Result<Option<SeqNum>, StorageError> {
+        let rows: Vec<MaxRow> = self.query(&sql::select_max_seq(&self.table), &[])?;
+        rows.into_iter()
+            .next()
+            .and_then(|r| r.m)
+            .map(|m| seq(m, "seqNum"))
+            .transpose()
+    }
+
+    async fn append(&self, entries: &[StoredEvent]) -> Result<(), StorageError> {
+        self.ensure_ready()?;
+        let statements = sql::insert_events(&self.table, entries);
+        let sql = self.sql.clone();
+        let failure: Rc<RefCell<Option<String>>> = Rc::default();
+        let failed = failure.clone();
+        // All inserts in one transaction: a failing statement rolls back the whole batch.
+        let body = Closure::once(move || -> Result<JsValue, JsValue> {
+            for statement in &statements {
+                let params: Vec<SqlStorageValue> = statement.params.iter().map(to_sql).collect();
+                if let Err(e) = sql.exec(&statement.sql, params) {
+                    *failed.borrow_mut() = Some(e.to_string());
+                    return Err(JsValue::from_str("insert failed"));
+                }
+            }
+            Ok(JsValue::UNDEFINED)
+        });
+        let storage: &DurableObjectStorage = self.storage.as_raw();
+        let result = storage
+            .unchecked_ref::<TransactionalStorage>()
+            .transaction_sync(body.as_ref().unchecked_ref());
+        let failure = failure.borrow_mut().take();
+        match (result, failure) {
+            (Ok(_), None) => Ok(()),
+            (_, Some(message)) => Err(StorageError(format!("DO SQLite insert: {message}"))),
+            (Err(e), None) => Err(StorageError(format!(
+                "DO SQLite transaction: {}",
+                e.as_string().unwrap_or_else(|| "failed".into())
+            ))),
+        }
+    }
+
+    async fn count_range(&self, after: SeqNum, upto: SeqNum) -> Result<u64, StorageError> {
+        let rows: Vec<CountRow> = self.query(
+            &sql::count_range(&self.table),
+            &[
+                SqlValue::Integer(after.get()),
+                SqlValue::Integer(upto.get()),
+            ],
+        )?;
+        Ok(rows.first().map(|r| r.c.max(0.0) as u64).unwrap_or(0))
+    }
+
+    async fn read_range(
+        &self,
+        after: SeqNum,
+        upto: SeqNum,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StorageError> {
+        let rows: Vec<Row> = self.query(
+            &sql::read_range(&self.table),
+            &[
+                SqlValue::Integer(after.get()),
+                SqlValue::Integer(upto.get()),
+                SqlValue::Integer(limit as u64),
+            ],
+        )?;
+        rows.into_iter()
+            .map(|r| {
+                let args =
+                    r.args.map(RawValue::from_string).transpose().map_err(|e| {
+                        StorageError(format!("invalid args JSON in DO SQLite: {e}"))
+                    })?;
+                Ok(StoredEvent {
+                    event: EventEncoded {
+                        name: r.name,
+                        args,
+                        seq_num: seq(r.seq_num, "seqNum")?,
+                        parent_seq_num: seq(r.parent_seq_num, "parentSeqNum")?,
+                        client_id: r.client_id,
+                        session_id: r.session_id,
+                    },
+                    created_at: r.created_at,
+                })
+            })
+            .collect()
     }
 }

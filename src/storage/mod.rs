@@ -9,3 +9,5 @@ pub mod sql;
 pub mod d1;
 #[cfg(target_arch = "wasm32")]
 pub mod do_sqlite;
+#[cfg(target_arch = "wasm32")]
+pub mod engine;

@@ -1,0 +1,56 @@
+//! The Cloudflare edge (wasm only): the Rust API for writing a sync Worker, the
+//! counterpart of `makeWorker`, `makeDurableObject` and `handleSyncRequest`.
+//!
+//! ```ignore
+//! use livestore_sync_rs::cf::{SyncBackendObject, SyncWorker};
+//! use livestore_sync_rs::livestore::options::{SyncObjectOptions, WorkerOptions};
+//! use worker::*;
+//!
+//! #[event(fetch)]
+//! async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+//!     SyncWorker::new(WorkerOptions::new().enable_cors(true)).fetch(req, &env).await
+//! }
+//!
+//! #[durable_object]
+//! pub struct SyncBackendDO(SyncBackendObject);
+//!
+//! impl DurableObject for SyncBackendDO {
+//!     fn new(state: State, env: Env) -> Self {
+//!         Self(SyncBackendObject::new(state, env, SyncObjectOptions::new()))
+//!     }
+//!     async fn fetch(&self, req: Request) -> Result<Response> {
+//!         self.0.fetch(req).await
+//!     }
+//!     async fn websocket_message(&self, ws: WebSocket, msg: WebSocketIncomingMessage) -> Result<()> {
+//!         self.0.websocket_message(ws, msg).await
+//!     }
+//!     async fn websocket_close(&self, ws: WebSocket, code: usize, reason: String, clean: bool) -> Result<()> {
+//!         self.0.websocket_close(ws, code, reason, clean).await
+//!     }
+//!     async fn websocket_error(&self, ws: WebSocket, error: Error) -> Result<()> {
+//!         self.0.websocket_error(ws, error).await
+//!     }
+//! }
+//! ```
+
+mod object;
+mod worker;
+
+pub use object::SyncBackendObject;
+pub use worker::{match_sync_request, SyncWorker, SCHEMA_PATH};
+
+/// The current time as an ISO 8601 string, the `createdAt` of stored events.
+fn now_iso() -> String {
+    js_sys::Date::new_0()
+        .to_iso_string()
+        .as_string()
+        .unwrap_or_default()
+}
+
+/// All request headers with lowercased names.
+fn header_map(headers: &::worker::Headers) -> std::collections::BTreeMap<String, String> {
+    headers
+        .entries()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect()
+}

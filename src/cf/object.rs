@@ -1,0 +1,485 @@
+//! `SyncBackendObject`: the sync Durable Object's logic, one object per store. Serves the
+//! Effect RPC protocol of `@livestore/sync-cf` over hibernatable WebSockets and over HTTP,
+//! runs the hooks, and keeps the store's log in D1 or in its own SQLite.
+
+use super::{header_map, now_iso};
+use crate::livestore::chunk::PullPage;
+use crate::livestore::options::{
+    HookContext, PullMessage, PushMessage, PushOutcome, Storage, SyncObjectOptions,
+};
+use crate::livestore::query::{parse_sync_query, SyncParams, Transport};
+use crate::livestore::route::{upgrade_rejection, Route};
+use crate::livestore::store_id::StoreId;
+use crate::livestore::sync::{backend_id_from_random, SyncBackend, BACKEND_ID_LEN};
+use crate::livestore::wire::{
+    decode_client_message, encode_chunk, encode_defect, encode_failure, encode_stream_end,
+    encode_success, ClientMessage, DecodeError, Defect, PullRequest, PushRequest, RequestId, Rpc,
+    SyncError, CLOSE_MESSAGE_TOO_BIG, HTTP_PONG_VALUE, MAX_FRAME_BYTES, PING, PONG, PUSH_ACK_VALUE,
+};
+use crate::storage::d1::D1EventLog;
+use crate::storage::do_sqlite::{ContextRow, DoSqliteEventLog};
+use crate::storage::engine::EventStore;
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use worker::{
+    worker_sys::WebSocketRequestResponsePair, Env, Headers, Method, Request, Response, Result,
+    State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
+};
+
+type Backend = SyncBackend<EventStore, ContextRow>;
+
+/// Per-socket state, kept in the socket attachment so it survives hibernation.
+#[derive(Serialize, Deserialize)]
+struct Attachment {
+    #[serde(rename = "storeId")]
+    store_id: String,
+    /// The connection's sync payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    payload: Option<serde_json::Value>,
+    /// Ids of this socket's live pulls; every accepted push is sent to each.
+    #[serde(rename = "pullRequestIds", default)]
+    live: Vec<RequestId>,
+    /// The forwarded headers of the upgrade request.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    headers: BTreeMap<String, String>,
+}
+
+impl Attachment {
+    fn context(&self) -> HookContext {
+        HookContext {
+            store_id: self.store_id.clone(),
+            payload: self.payload.clone(),
+            headers: self.headers.clone(),
+        }
+    }
+}
+
+/// Attachments are stored as JSON text, like the TypeScript server does, so their shape
+/// does not depend on how values cross into JS.
+fn read_attachment(ws: &WebSocket) -> Option<Attachment> {
+    let text: String = ws.deserialize_attachment().ok().flatten()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn write_attachment(ws: &WebSocket, attachment: &Attachment) {
+    if let Ok(text) = serde_json::to_string(attachment) {
+        let _ = ws.serialize_attachment(text);
+    }
+}
+
+/// Sends a frame, ignoring sockets that are already closing.
+fn send(ws: &WebSocket, frame: &str) {
+    let _ = ws.send_with_str(frame);
+}
+
+/// An HTTP-transport answer: a JSON array of RPC messages.
+fn rpc_response(status: u16, messages: &[String], extra: &[(String, String)]) -> Result<Response> {
+    let headers = Headers::new();
+    headers.set("Content-Type", "application/json")?;
+    for (name, value) in extra {
+        headers.set(name, value)?;
+    }
+    let body = format!("[{}]", messages.join(","));
+    Ok(Response::ok(body)?
+        .with_status(status)
+        .with_headers(headers))
+}
+
+/// The sync Durable Object (`makeDurableObject`). Wrap it in a `#[durable_object]` struct
+/// and forward the handlers to it (see the [module docs](super)).
+pub struct SyncBackendObject {
+    state: State,
+    env: Env,
+    options: SyncObjectOptions,
+    backend: RefCell<Option<Rc<Backend>>>,
+}
+
+impl SyncBackendObject {
+    /// The object for `state`, configured with `options`.
+    pub fn new(state: State, env: Env, options: SyncObjectOptions) -> Self {
+        // Clients ping every few seconds; answer without waking the object.
+        if let Ok(pair) = WebSocketRequestResponsePair::new(PING, PONG) {
+            state.set_websocket_auto_response(&pair);
+        }
+        SyncBackendObject {
+            state,
+            env,
+            options,
+            backend: RefCell::new(None),
+        }
+    }
+
+    /// Handles a request forwarded by the Worker: a WebSocket upgrade or an HTTP RPC call.
+    pub async fn fetch(&self, req: Request) -> Result<Response> {
+        let url = req.url()?;
+        let params = match parse_sync_query(url.query().unwrap_or("")) {
+            Ok(Some(params)) => params,
+            Ok(None) => return Response::error("Invalid request: not a sync request", 400),
+            Err(e) => return Response::error(format!("Invalid sync request: {e}"), 400),
+        };
+        if !self.options.transports().allows(params.transport) {
+            return Response::error(
+                format!(
+                    "The {} transport is disabled on this server",
+                    params.transport.as_str()
+                ),
+                400,
+            );
+        }
+        let all_headers = header_map(req.headers());
+        let forwarded = self
+            .options
+            .select_headers(all_headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        match params.transport {
+            Transport::Ws => self.accept_socket(&req, params, forwarded),
+            Transport::Http => self.serve_http(req, params, forwarded).await,
+        }
+    }
+
+    /// Handles a WebSocket frame.
+    pub async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> Result<()> {
+        match message {
+            WebSocketIncomingMessage::String(text) if text.len() > MAX_FRAME_BYTES => {
+                let _ = ws.close(Some(CLOSE_MESSAGE_TOO_BIG), Some("Message is too large"));
+            }
+            WebSocketIncomingMessage::String(text) => self.on_frame(&ws, &text).await,
+            WebSocketIncomingMessage::Binary(_) => send(
+                &ws,
+                &encode_defect("binary frames are not supported: send JSON text frames"),
+            ),
+        }
+        Ok(())
+    }
+
+    /// Handles a WebSocket close: completes the closing handshake.
+    pub async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        _code: usize,
+        _reason: String,
+        _was_clean: bool,
+    ) -> Result<()> {
+        let _ = ws.close(Some(1000), Some("closed"));
+        Ok(())
+    }
+
+    /// Handles a WebSocket error (nothing to clean up: state lives in the attachment).
+    pub async fn websocket_error(&self, _ws: WebSocket, _error: worker::Error) -> Result<()> {
+        Ok(())
+    }
+
+    fn accept_socket(
+        &self,
+        req: &Request,
+        params: SyncParams,
+        headers: BTreeMap<String, String>,
+    ) -> Result<Response> {
+        let upgrade = req.headers().get("Upgrade")?;
+        if let Some(Route::Reject { status, message }) =
+            upgrade_rejection(&params, upgrade.as_deref())
+        {
+            return Response::error(message, status);
+        }
+        let pair = WebSocketPair::new()?;
+        self.state.accept_web_socket(&pair.server);
+        write_attachment(
+            &pair.server,
+            &Attachment {
+                store_id: params.store_id.as_str().to_owned(),
+                payload: params.payload,
+                live: Vec::new(),
+                headers,
+            },
+        );
+        Response::from_websocket(pair.client)
+    }
+
+    async fn serve_http(
+        &self,
+        mut req: Request,
+        params: SyncParams,
+        headers: BTreeMap<String, String>,
+    ) -> Result<Response> {
+        let extra = &self.options.response_headers;
+        let defect =
+            |status: u16, message: &str| rpc_response(status, &[encode_defect(message)], extra);
+        if req.method() != Method::Post {
+            return defect(405, "the http transport expects POST requests");
+        }
+        let content_type = req.headers().get("Content-Type")?.unwrap_or_default();
+        if !content_type
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+        {
+            return defect(400, "expected Content-Type: application/json");
+        }
+        let declared = req.headers().get("Content-Length")?;
+        if declared
+            .and_then(|l| l.parse::<usize>().ok())
+            .is_some_and(|l| l > MAX_FRAME_BYTES)
+        {
+            return defect(413, "request body is larger than 1 MiB");
+        }
+        let Ok(body) = req.text().await else {
+            return defect(400, "request body is not UTF-8 text");
+        };
+        if body.len() > MAX_FRAME_BYTES {
+            return defect(413, "request body is larger than 1 MiB");
+        }
+        let (id, rpc) = match decode_client_message(&body, Transport::Http) {
+            Ok(ClientMessage::Request { id, rpc }) => (id, rpc),
+            Ok(_) => return defect(400, "expected a single Request message"),
+            Err(DecodeError::InvalidPayload { id, rpc, message }) => {
+                return rpc_response(200, &[invalid_request(&id, &rpc, &message)], extra);
+            }
+            Err(e) => return defect(400, &e.to_string()),
+        };
+        let context = HookContext {
+            store_id: params.store_id.as_str().to_owned(),
+            payload: params.payload,
+            headers,
+        };
+        let mut messages = Vec::new();
+        self.run(&id, rpc, &context, None, &mut |m| messages.push(m))
+            .await;
+        rpc_response(200, &messages, extra)
+    }
+
+    /// The store's backend, opened on first use (also after hibernation).
+    fn backend(&self, store_id: &StoreId) -> std::result::Result<Rc<Backend>, SyncError> {
+        if let Some(backend) = self.backend.borrow().as_ref() {
+            return if backend.store_id() == store_id {
+                Ok(backend.clone())
+            } else {
+                Err(SyncError::unknown(
+                    "InvalidStoreError",
+                    "this Durable Object serves another store",
+                ))
+            };
+        }
+        let unavailable = |e: String| SyncError::unknown("StorageError", e);
+        let storage = self.state.storage();
+        let events = match self.options.storage_kind() {
+            Storage::D1 { binding } => {
+                let db = self
+                    .env
+                    .d1(binding)
+                    .map_err(|e| unavailable(format!("D1 binding {binding}: {e}")))?;
+                EventStore::D1(D1EventLog::new(db, store_id.clone()))
+            }
+            Storage::DoSqlite => EventStore::DoSqlite(DoSqliteEventLog::new(storage, store_id)),
+        };
+        let context = ContextRow::open(
+            self.state.storage().sql(),
+            store_id.as_str(),
+            new_backend_id,
+        )
+        .map_err(|e| unavailable(e.0))?;
+        let backend = Rc::new(SyncBackend::new(
+            store_id.clone(),
+            context.backend_id().to_owned(),
+            events,
+            context,
+        ));
+        *self.backend.borrow_mut() = Some(backend.clone());
+        Ok(backend)
+    }
+
+    async fn on_frame(&self, ws: &WebSocket, text: &str) {
+        let (id, rpc) = match decode_client_message(text, Transport::Ws) {
+            Ok(ClientMessage::Request { id, rpc }) => (id, rpc),
+            Ok(ClientMessage::Ping) => return send(ws, PONG),
+            Ok(ClientMessage::Ack(_) | ClientMessage::Eof) => return,
+            Ok(ClientMessage::Interrupt(id)) => {
+                if let Some(mut attachment) = read_attachment(ws) {
+                    attachment.live.retain(|live| *live != id);
+                    write_attachment(ws, &attachment);
+                }
+                return;
+            }
+            Err(DecodeError::InvalidPayload { id, rpc, message }) => {
+                return send(ws, &invalid_request(&id, &rpc, &message));
+            }
+            Err(e) => return send(ws, &encode_defect(&e.to_string())),
+        };
+        let Some(attachment) = read_attachment(ws) else {
+            return send(ws, &encode_defect("connection state lost; reconnect"));
+        };
+        let context = attachment.context();
+        self.run(&id, rpc, &context, Some(ws), &mut |m| send(ws, &m))
+            .await;
+    }
+
+    /// Runs one RPC, writing its reply messages to `out`. `socket` is the WebSocket a live
+    /// pull subscribes (HTTP has none: its live pulls are client-side polling).
+    async fn run(
+        &self,
+        id: &RequestId,
+        rpc: Rpc,
+        context: &HookContext,
+        socket: Option<&WebSocket>,
+        out: &mut impl FnMut(String),
+    ) {
+        let backend = match StoreId::parse(&context.store_id)
+            .map_err(|e| SyncError::unknown("InvalidStoreError", e.to_string()))
+            .and_then(|store_id| self.backend(&store_id))
+        {
+            Ok(backend) => backend,
+            Err(e) => return out(encode_failure(id, &e)),
+        };
+        match rpc {
+            Rpc::Pull(request) => {
+                self.pull(&backend, id, &request, context, socket, out)
+                    .await
+            }
+            Rpc::Push(request) => self.push(&backend, id, request, context, out).await,
+            Rpc::Ping(_) => out(encode_success(id, HTTP_PONG_VALUE)),
+        }
+    }
+
+    async fn pull(
+        &self,
+        backend: &Backend,
+        id: &RequestId,
+        request: &PullRequest,
+        context: &HookContext,
+        socket: Option<&WebSocket>,
+        out: &mut impl FnMut(String),
+    ) {
+        if let Some(on_pull) = &self.options.on_pull {
+            let message = PullMessage {
+                cursor: request.cursor.clone().into_option(),
+                live: request.live,
+            };
+            if let Err(message) = on_pull(message, context.clone()).await {
+                return out(encode_failure(id, &rejected_by_hook("onPull", message)));
+            }
+        }
+        // Pages are kept for `on_pull_res` only when it is set.
+        let keep = self.options.on_pull_res.is_some();
+        let mut seen: Vec<PullPage> = Vec::new();
+        let mut emit = |page: PullPage| {
+            out(encode_chunk(id, &[&page.json]));
+            if keep {
+                seen.push(page);
+            }
+        };
+        let mut result = backend.pull(request, &mut emit).await;
+        if let Ok(reached) = result {
+            result = match socket {
+                Some(ws) if request.live => backend
+                    .go_live(reached, &mut emit, || subscribe(ws, id))
+                    .await
+                    .map(|()| reached),
+                _ => Ok(reached),
+            };
+        }
+        let live = request.live && socket.is_some();
+        match &result {
+            Ok(_) if !live => out(encode_stream_end(id)),
+            Ok(_) => {}
+            Err(error) => out(encode_failure(id, error)),
+        }
+        if let Some(on_pull_res) = &self.options.on_pull_res {
+            for page in seen {
+                on_pull_res(Ok(page), context.clone()).await;
+            }
+            if let Err(error) = result {
+                on_pull_res(Err(error), context.clone()).await;
+            }
+        }
+    }
+
+    async fn push(
+        &self,
+        backend: &Backend,
+        id: &RequestId,
+        request: PushRequest,
+        context: &HookContext,
+        out: &mut impl FnMut(String),
+    ) {
+        let batch_size = request.batch.len();
+        let mut result = Ok(());
+        if let Some(on_push) = self.options.on_push.as_ref().filter(|_| batch_size > 0) {
+            let message = PushMessage {
+                batch: request.batch.clone(),
+                backend_id: request.backend_id.clone().into_option(),
+            };
+            if let Err(message) = on_push(message, context.clone()).await {
+                result = Err(rejected_by_hook("onPush", message));
+            }
+        }
+        if result.is_ok() {
+            result = backend
+                .push(request, now_iso(), |pages| self.broadcast(&pages))
+                .await;
+        }
+        match &result {
+            Ok(()) => out(encode_success(id, PUSH_ACK_VALUE)),
+            Err(error) => out(encode_failure(id, error)),
+        }
+        if let Some(on_push_res) = &self.options.on_push_res {
+            on_push_res(PushOutcome { batch_size, result }, context.clone()).await;
+        }
+    }
+
+    /// Sends the live responses of an accepted push to every live pull of every socket.
+    fn broadcast(&self, pages: &[PullPage]) {
+        for ws in self.state.get_websockets() {
+            let Some(attachment) = read_attachment(&ws) else {
+                continue;
+            };
+            for id in &attachment.live {
+                for page in pages {
+                    send(&ws, &encode_chunk(id, &[&page.json]));
+                }
+            }
+        }
+    }
+}
+
+/// Registers a live pull on its socket.
+fn subscribe(ws: &WebSocket, id: &RequestId) {
+    if let Some(mut attachment) = read_attachment(ws) {
+        if !attachment.live.contains(id) {
+            attachment.live.push(id.clone());
+        }
+        write_attachment(ws, &attachment);
+    }
+}
+
+fn invalid_request(id: &RequestId, rpc: &str, message: &str) -> String {
+    let error = SyncError::unknown(
+        "InvalidRequestError",
+        format!("invalid {rpc} payload: {message}"),
+    );
+    encode_failure(id, &error)
+}
+
+fn rejected_by_hook(hook: &str, message: String) -> SyncError {
+    SyncError::Unknown {
+        cause: Defect {
+            name: "Error".into(),
+            message,
+        },
+        note: Some(format!("rejected by {hook}")),
+    }
+}
+
+fn new_backend_id() -> String {
+    let mut random = [0u8; BACKEND_ID_LEN];
+    if getrandom::getrandom(&mut random).is_err() {
+        // Without crypto randomness fall back to the clock: still unique per reset.
+        let now = js_sys::Date::now().to_bits().to_le_bytes();
+        for (i, byte) in random.iter_mut().enumerate() {
+            *byte = now[i % now.len()].wrapping_add((i as u8).wrapping_mul(31));
+        }
+    }
+    backend_id_from_random(&random)
+}

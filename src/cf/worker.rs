@@ -1,0 +1,133 @@
+//! The sync Worker's fetch handling: info page, CORS, payload validation, and forwarding to
+//! the store's Durable Object.
+
+use super::header_map;
+use crate::livestore::cors::{preflight_headers, ALLOW_ORIGIN};
+use crate::livestore::options::{PayloadContext, WorkerOptions};
+use crate::livestore::query::{parse_sync_query, SyncParams};
+use crate::livestore::route::{route, upgrade_rejection, Route, INFO_TEXT};
+use worker::{Env, Headers, Method, Request, Response, Result};
+
+/// Where the JSON Schema of a typed payload is served (`GET`), when one is configured.
+pub const SCHEMA_PATH: &str = "/sync/schema";
+
+/// A sync Worker configured with [`WorkerOptions`].
+#[derive(Clone, Default)]
+pub struct SyncWorker {
+    options: WorkerOptions,
+}
+
+/// The sync parameters of `req`, if it is a valid sync request (`matchSyncRequest`).
+pub fn match_sync_request(req: &Request) -> Option<SyncParams> {
+    let url = req.url().ok()?;
+    parse_sync_query(url.query().unwrap_or("")).ok().flatten()
+}
+
+fn refuse(status: u16, message: String) -> Result<Response> {
+    Response::error(message, status)
+}
+
+impl SyncWorker {
+    /// A Worker with these options.
+    pub fn new(options: WorkerOptions) -> Self {
+        SyncWorker { options }
+    }
+
+    /// The options.
+    pub fn options(&self) -> &WorkerOptions {
+        &self.options
+    }
+
+    /// A complete fetch handler (`makeWorker`): `GET /` info, CORS preflights, the payload
+    /// schema, sync requests; `400` for anything else. Never fails: internal errors are 500s.
+    pub async fn fetch(&self, req: Request, env: &Env) -> Result<Response> {
+        let response = match self.route(req, env).await {
+            Ok(response) => response,
+            Err(e) => Response::error(format!("Internal error: {e}"), 500)?,
+        };
+        self.finish(response)
+    }
+
+    async fn route(&self, req: Request, env: &Env) -> Result<Response> {
+        let url = req.url()?;
+        if self.options.enable_cors && req.method() == Method::Options {
+            let requested = req.headers().get("Access-Control-Request-Headers")?;
+            let headers = Headers::new();
+            for (name, value) in preflight_headers(requested.as_deref()) {
+                headers.set(name, &value)?;
+            }
+            return Ok(Response::empty()?.with_status(204).with_headers(headers));
+        }
+        if req.method() == Method::Get && url.path() == SCHEMA_PATH && url.query().is_none() {
+            if let Some(schema) = self.options.payload_json_schema() {
+                return Response::from_json(schema);
+            }
+        }
+        match route(req.method().as_ref(), url.path(), url.query().unwrap_or("")) {
+            Route::Info => Response::ok(INFO_TEXT),
+            Route::Reject { status, message } => refuse(status, message),
+            Route::Sync(params) => self.forward(req, env, params).await,
+        }
+    }
+
+    /// Handles a request already known to be a sync request (`handleSyncRequest`), for
+    /// Workers that route only some paths to sync: checks the upgrade, validates the payload
+    /// and forwards to the store's Durable Object. CORS headers are added when enabled.
+    pub async fn handle_sync_request(
+        &self,
+        req: Request,
+        env: &Env,
+        params: SyncParams,
+    ) -> Result<Response> {
+        let response = self.forward(req, env, params).await?;
+        self.finish(response)
+    }
+
+    async fn forward(&self, req: Request, env: &Env, params: SyncParams) -> Result<Response> {
+        let upgrade = req.headers().get("Upgrade")?;
+        if let Some(Route::Reject { status, message }) =
+            upgrade_rejection(&params, upgrade.as_deref())
+        {
+            return refuse(status, message);
+        }
+        let context = PayloadContext {
+            store_id: params.store_id.as_str().to_owned(),
+            headers: header_map(req.headers()),
+        };
+        if let Err(message) = self
+            .options
+            .check_payload(params.payload.as_ref(), context)
+            .await
+        {
+            return refuse(400, format!("Invalid payload: {message}"));
+        }
+        let Ok(namespace) = env.durable_object(&self.options.binding) else {
+            return refuse(
+                424,
+                format!(
+                    "Durable Object binding {} is not configured",
+                    self.options.binding
+                ),
+            );
+        };
+        let stub = namespace
+            .id_from_name(params.store_id.as_str())?
+            .get_stub()?;
+        stub.fetch_with_request(req).await
+    }
+
+    /// Adds the CORS header to a response (not to WebSocket upgrades, whose headers are
+    /// fixed and which browsers do not check).
+    fn finish(&self, response: Response) -> Result<Response> {
+        if !self.options.enable_cors || response.status_code() == 101 {
+            return Ok(response);
+        }
+        // Headers of a response fetched from the Durable Object are immutable: copy them.
+        let headers = Headers::new();
+        for (name, value) in response.headers().entries() {
+            headers.append(&name, &value)?;
+        }
+        headers.set(ALLOW_ORIGIN.0, ALLOW_ORIGIN.1)?;
+        Ok(response.with_headers(headers))
+    }
+}

@@ -1,0 +1,89 @@
+//! The Worker this repository ships (feature `default-worker`): open, like `makeWorker`
+//! without `validatePayload`, and configured through the same API users have, from vars:
+//!
+//! - `SYNC_STORAGE`: `d1` (default), `d1:<binding>` or `do-sqlite`
+//! - `SYNC_TRANSPORTS`: enabled transports, default `ws,http`
+//! - `SYNC_CORS`: `true` to answer preflights and add CORS headers (default `false`)
+
+use crate::cf::{SyncBackendObject, SyncWorker};
+use crate::livestore::options::{Storage, SyncObjectOptions, Transports, WorkerOptions};
+use worker::{
+    durable_object, event, Context, DurableObject, Env, Request, Response, Result, State,
+    WebSocket, WebSocketIncomingMessage,
+};
+
+fn var(env: &Env, name: &str) -> Option<String> {
+    env.var(name).ok().map(|v| v.to_string())
+}
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    let cors = var(&env, "SYNC_CORS").is_some_and(|v| v.trim() == "true");
+    SyncWorker::new(WorkerOptions::new().enable_cors(cors))
+        .fetch(req, &env)
+        .await
+}
+
+fn object_options(env: &Env) -> std::result::Result<SyncObjectOptions, String> {
+    let mut options = SyncObjectOptions::new();
+    if let Some(storage) = var(env, "SYNC_STORAGE") {
+        options =
+            options.storage(Storage::parse(&storage).map_err(|e| format!("SYNC_STORAGE: {e}"))?);
+    }
+    if let Some(transports) = var(env, "SYNC_TRANSPORTS") {
+        options = options.enabled_transports(
+            Transports::parse(&transports).map_err(|e| format!("SYNC_TRANSPORTS: {e}"))?,
+        );
+    }
+    Ok(options)
+}
+
+/// The sync Durable Object, bound as `SYNC_BACKEND_DO`. A configuration error in the vars
+/// is answered on every request rather than guessed around.
+#[durable_object]
+pub struct SyncBackendDO(std::result::Result<SyncBackendObject, String>);
+
+impl DurableObject for SyncBackendDO {
+    fn new(state: State, env: Env) -> Self {
+        let inner = object_options(&env).map(|options| SyncBackendObject::new(state, env, options));
+        SyncBackendDO(inner)
+    }
+
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        match &self.0 {
+            Ok(object) => object.fetch(req).await,
+            Err(message) => Response::error(format!("Invalid configuration: {message}"), 500),
+        }
+    }
+
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> Result<()> {
+        match &self.0 {
+            Ok(object) => object.websocket_message(ws, message).await,
+            Err(_) => Ok(()),
+        }
+    }
+
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        code: usize,
+        reason: String,
+        clean: bool,
+    ) -> Result<()> {
+        match &self.0 {
+            Ok(object) => object.websocket_close(ws, code, reason, clean).await,
+            Err(_) => Ok(()),
+        }
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, error: worker::Error) -> Result<()> {
+        match &self.0 {
+            Ok(object) => object.websocket_error(ws, error).await,
+            Err(_) => Ok(()),
+        }
+    }
+}
