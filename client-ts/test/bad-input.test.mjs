@@ -46,7 +46,7 @@ const seed = async (storeId, n) => {
   return events
 }
 
-/** Nothing beyond `seeded` is stored (raw pull + D1), and a real client can still push and pull. */
+/** Nothing beyond `seeded` is stored (raw pull + stored log in D1 or DO SQLite), and a real client can still push and pull. */
 const expectUntouchedAndUsable = async (storeId, seeded) => {
   const raw = await RawSocket.open(wsSyncUrl(worker.url, storeId))
   try {

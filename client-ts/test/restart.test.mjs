@@ -1,9 +1,10 @@
-// Persistence across worker restarts, and recovery when D1 holds a row the DO head does not know about.
+// Persistence across worker restarts, and recovery when the event log (D1, or the DO's SQLite with
+// E2E_STORAGE=do-sqlite) holds a row the DO head does not know about.
 
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { eventsOf, openClient } from './support/livestore-client.mjs'
-import { eventlogTable, makeEvents, normalizeEvent, storedRows, uniqueStoreId } from './support/util.mjs'
-import { startWorker } from './support/worker.mjs'
+import { eventlogTable, makeEvents, normalizeEvent, storeSql, storedRows, uniqueStoreId } from './support/util.mjs'
+import { E2E_STORAGE, startWorker } from './support/worker.mjs'
 
 // restarts re-run wrangler's [build] step (normally a quick no-op) and the worker start-up
 const RESTART_TEST_TIMEOUT_MS = 300_000
@@ -71,7 +72,7 @@ describe('worker restart', () => {
     expect(eventsOf(await seeded.pullAll(160)).map((e) => e.seqNum)).toEqual([161])
   }, RESTART_TEST_TIMEOUT_MS)
 
-  test('a row written to D1 without the head being updated is picked up after restart', async () => {
+  test(`a row written to the event log (${E2E_STORAGE}) without the head being updated is picked up after restart`, async () => {
     const storeId = uniqueStoreId('crash')
     const client = await open(storeId)
     await client.push(makeEvents(1, 5))
@@ -82,10 +83,16 @@ describe('worker restart', () => {
     // simulate a crash between the D1 insert and the head update: add seqNum 6 behind the server's back
     await worker.stop()
     const createdAt = new Date().toISOString()
-    await worker.d1(
+    // into D1, or into the store's DO SQLite file (E2E_STORAGE=do-sqlite); the worker is stopped
+    await storeSql(
+      worker,
+      storeId,
       `INSERT INTO ${eventlogTable(storeId)} (seqNum, parentSeqNum, name, args, createdAt, clientId, sessionId) ` +
         `VALUES (6, 5, 'todoCreated-v1', '{"id":"crash","text":"written before the crash"}', '${createdAt}', 'crash-client', 'crash-session')`,
+      { write: true },
     )
+    // the row really landed where the worker keeps the log (storedRows throws if it finds no store)
+    expect((await storedRows(worker, storeId)).map((r) => r.seqNum)).toEqual([1, 2, 3, 4, 5, 6])
     await worker.restart()
 
     const after = await open(storeId)
@@ -113,11 +120,13 @@ describe('worker restart', () => {
     await after.push(makeEvents(7, 8))
     expect(eventsOf(await after.pullAll()).map((e) => e.seqNum)).toEqual([1, 2, 3, 4, 5, 6, 7, 8])
 
-    // D1: every seqNum exactly once, chain intact
+    // stored log: every seqNum exactly once, chain intact
     const rows = await storedRows(worker, storeId)
     expect(rows.map((r) => r.seqNum)).toEqual([1, 2, 3, 4, 5, 6, 7, 8])
     expect(rows.map((r) => r.parentSeqNum)).toEqual([0, 1, 2, 3, 4, 5, 6, 7])
-    const dupes = await worker.d1(
+    const dupes = await storeSql(
+      worker,
+      storeId,
       `SELECT seqNum, COUNT(*) AS n FROM ${eventlogTable(storeId)} GROUP BY seqNum HAVING COUNT(*) > 1`,
     )
     expect(dupes).toEqual([])

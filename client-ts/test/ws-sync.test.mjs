@@ -3,8 +3,16 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { eventsOf, openClient } from './support/livestore-client.mjs'
 import { RawSocket, newRequestId, pullRequest, wsSyncUrl } from './support/raw-ws.mjs'
-import { chunksOf, isIsoTimestamp, makeEvents, normalizeEvent, storedRows, uniqueStoreId } from './support/util.mjs'
-import { startWorker } from './support/worker.mjs'
+import {
+  chunksOf,
+  eventlogLocations,
+  isIsoTimestamp,
+  makeEvents,
+  normalizeEvent,
+  storedRows,
+  uniqueStoreId,
+} from './support/util.mjs'
+import { E2E_STORAGE, startWorker } from './support/worker.mjs'
 
 const MAX_EVENTS_PER_MESSAGE = 100
 const MAX_PAYLOAD_BYTES = 900_000
@@ -154,6 +162,20 @@ describe('ws sync with the real LiveStore client', () => {
     expect(eventsOf(await client.pullAll()).map((e) => e.seqNum)).toEqual([1, 2, 3, 4, 5])
   })
 
+  test(`event logs are kept in the configured storage only (SYNC_STORAGE=${E2E_STORAGE})`, async () => {
+    const storeId = uniqueStoreId('storage')
+    const client = await open(storeId)
+    const events = makeEvents(1, 3)
+    await client.push(events)
+    expect(worker.storage).toBe(E2E_STORAGE)
+    expect(await eventlogLocations(worker, storeId)).toEqual({ d1: E2E_STORAGE === 'd1', doSqlite: E2E_STORAGE === 'do-sqlite' })
+    const rows = await storedRows(worker, storeId)
+    expect(rows.map((r) => ({ ...r, args: JSON.parse(r.args) }))).toEqual(
+      events.map((e) => ({ ...normalizeEvent(e), createdAt: rows[0].createdAt })),
+    )
+    expect(isIsoTimestamp(rows[0].createdAt)).toBe(true)
+  })
+
   test('pull from a cursor returns only later events', async () => {
     const storeId = uniqueStoreId('cursor')
     const client = await open(storeId)
@@ -186,7 +208,7 @@ describe('ws sync with the real LiveStore client', () => {
     }
   })
 
-  test('1,200 events incl. large ones: complete, in order, paged within limits, identical in D1', async () => {
+  test(`1,200 events incl. large ones: complete, in order, paged within limits, identical in storage (${E2E_STORAGE})`, async () => {
     const storeId = uniqueStoreId('big')
     const client = await open(storeId)
     const TOTAL = 1_200
@@ -248,7 +270,7 @@ describe('ws sync with the real LiveStore client', () => {
     const rawEvents = values.flatMap((v) => v.batch)
     expect(rawEvents.map((item) => normalizeEvent(item.eventEncoded))).toEqual(events.map(normalizeEvent))
 
-    // --- D1 row by row
+    // --- stored log (D1 or DO SQLite) row by row
     const rows = await storedRows(worker, storeId)
     expect(rows.length).toBe(TOTAL)
     rows.forEach((row, i) => {
@@ -262,7 +284,7 @@ describe('ws sync with the real LiveStore client', () => {
       else expect(JSON.parse(row.args)).toEqual(e.args)
       expect(isIsoTimestamp(row.createdAt)).toBe(true)
       expect(Date.parse(row.createdAt)).toBeGreaterThan(startedAt - 5 * 60_000)
-      // D1 createdAt is what pulls report as metadata
+      // the stored createdAt is what pulls report as metadata
       expect(pulled[i].metadata.value.createdAt).toBe(row.createdAt)
     })
   })

@@ -47,6 +47,29 @@ fn now_iso() -> String {
         .unwrap_or_default()
 }
 
+/// Reads a request body of at most `limit` bytes; `None` when it is larger. The body is
+/// always consumed to its end (past the limit it is discarded as it streams in): a Durable
+/// Object that answers before the body forwarded to it is read makes the runtime fail the
+/// request and can reset the connection.
+async fn read_body(req: &mut ::worker::Request, limit: usize) -> ::worker::Result<Option<Vec<u8>>> {
+    use futures_util::StreamExt;
+    let Ok(mut stream) = req.stream() else {
+        return Ok(Some(Vec::new())); // no body
+    };
+    let mut body = Vec::new();
+    let mut too_large = false;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if !too_large && body.len() + chunk.len() <= limit {
+            body.extend_from_slice(&chunk);
+        } else if !too_large {
+            too_large = true;
+            body = Vec::new();
+        }
+    }
+    Ok((!too_large).then_some(body))
+}
+
 /// All request headers with lowercased names.
 fn header_map(headers: &::worker::Headers) -> std::collections::BTreeMap<String, String> {
     headers

@@ -2,7 +2,7 @@
 //! Effect RPC protocol of `@livestore/sync-cf` over hibernatable WebSockets and over HTTP,
 //! runs the hooks, and keeps the store's log in D1 or in its own SQLite.
 
-use super::{header_map, now_iso};
+use super::{header_map, now_iso, read_body};
 use crate::livestore::chunk::PullPage;
 use crate::livestore::options::{
     HookContext, PullMessage, PushMessage, PushOutcome, Storage, SyncObjectOptions,
@@ -112,7 +112,9 @@ impl SyncBackendObject {
     }
 
     /// Handles a request forwarded by the Worker: a WebSocket upgrade or an HTTP RPC call.
-    pub async fn fetch(&self, req: Request) -> Result<Response> {
+    pub async fn fetch(&self, mut req: Request) -> Result<Response> {
+        // Consume the body before any answer, refusals included (see `read_body`).
+        let body = read_body(&mut req, MAX_FRAME_BYTES).await?;
         let url = req.url()?;
         let params = match parse_sync_query(url.query().unwrap_or("")) {
             Ok(Some(params)) => params,
@@ -134,7 +136,7 @@ impl SyncBackendObject {
             .select_headers(all_headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         match params.transport {
             Transport::Ws => self.accept_socket(&req, params, forwarded),
-            Transport::Http => self.serve_http(req, params, forwarded).await,
+            Transport::Http => self.serve_http(&req, body, params, forwarded).await,
         }
     }
 
@@ -202,7 +204,8 @@ impl SyncBackendObject {
 
     async fn serve_http(
         &self,
-        mut req: Request,
+        req: &Request,
+        body: Option<Vec<u8>>,
         params: SyncParams,
         headers: BTreeMap<String, String>,
     ) -> Result<Response> {
@@ -219,19 +222,12 @@ impl SyncBackendObject {
         {
             return defect(400, "expected Content-Type: application/json");
         }
-        let declared = req.headers().get("Content-Length")?;
-        if declared
-            .and_then(|l| l.parse::<usize>().ok())
-            .is_some_and(|l| l > MAX_FRAME_BYTES)
-        {
+        let Some(body) = body else {
             return defect(413, "request body is larger than 1 MiB");
-        }
-        let Ok(body) = req.text().await else {
+        };
+        let Ok(body) = String::from_utf8(body) else {
             return defect(400, "request body is not UTF-8 text");
         };
-        if body.len() > MAX_FRAME_BYTES {
-            return defect(413, "request body is larger than 1 MiB");
-        }
         let (id, rpc) = match decode_client_message(&body, Transport::Http) {
             Ok(ClientMessage::Request { id, rpc }) => (id, rpc),
             Ok(_) => return defect(400, "expected a single Request message"),

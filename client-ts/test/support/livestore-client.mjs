@@ -1,5 +1,5 @@
-// Promise-based wrapper around the REAL LiveStore 0.4.0 WebSocket sync client
-// (`makeWsSync` from @livestore/sync-cf/client) for use in plain vitest tests.
+// Promise-based wrapper around the REAL LiveStore 0.4.0 sync clients (`makeWsSync` and `makeHttpSync`
+// from @livestore/sync-cf/client) for use in plain vitest tests.
 //
 // Node 20 pitfalls (see docs §12): Node 20 has no global WebSocket, and the userland undici 7 that
 // @effect/platform-node pulls in clashes with Node 20's built-in fetch. So the globals are replaced
@@ -10,7 +10,7 @@ import { WebSocket } from 'ws'
 
 Object.assign(globalThis, { fetch, Request, Response, Headers, FormData, WebSocket })
 
-const { makeWsSync } = await import('@livestore/sync-cf/client')
+const { makeHttpSync, makeWsSync } = await import('@livestore/sync-cf/client')
 const {
   Cause,
   Chunk,
@@ -37,11 +37,15 @@ export class SyncClientError extends Error {
   constructor(original) {
     let fields
     try {
-      fields = JSON.parse(JSON.stringify(original))
+      // plain Errors inside (e.g. an UnknownError's decoded `cause`) keep their name and message
+      const replacer = (_key, value) => (value instanceof Error ? { name: value.name, message: value.message, ...value } : value)
+      fields = JSON.parse(JSON.stringify(original, replacer))
     } catch {
       fields = { _tag: original?._tag }
     }
-    super(`${fields?._tag ?? 'UnknownFailure'}: ${JSON.stringify(fields)}`)
+    const text = JSON.stringify(fields) ?? ''
+    // keep reports readable: an UnknownError can carry a whole HTTP request/response
+    super(`${fields?._tag ?? 'UnknownFailure'}: ${text.length > 1_500 ? `${text.slice(0, 1_500)}…` : text}`)
     this.name = 'SyncClientError'
     Object.assign(this, fields)
     Object.defineProperty(this, 'original', { value: original, enumerable: false })
@@ -72,20 +76,40 @@ export const eventsOf = (pages) => pages.flatMap((p) => p.batch.map((item) => it
 const defaultWaitMs = 30_000
 
 /**
- * Opens a real LiveStore WS sync client.
+ * Opens a real LiveStore sync client (WebSocket by default, or HTTP).
  *
  * @param {object} opts
- * @param {string} opts.url         sync URL, e.g. http://127.0.0.1:8787/sync (the client appends `?storeId=…&transport=ws`)
+ * @param {string} opts.url         sync URL, e.g. http://127.0.0.1:8787/sync (the client appends `?storeId=…&transport=ws|http`)
  * @param {string} opts.storeId
+ * @param {'ws' | 'http'} [opts.transport='ws']  `http` uses `makeHttpSync`: one POST per RPC, live pull = polling
  * @param {any}   [opts.payload]    sync payload (sent as the `payload` query param)
  * @param {string} [opts.clientId]
  * @param {string} [opts.backendId] pre-seed the backendId the client believes in (normally learnt from the first pull)
- * @param {number} [opts.pingInterval] client ping interval in ms (client default 10 s). NB: the client's manual
+ * @param {number} [opts.pingInterval] client ping interval in ms (client default 10 s). NB (WS): the client's manual
  *   `ping` does not send a Ping itself; it waits for the Pong of the next *scheduled* ping, so with the default
- *   interval a later `ping()` can hit the client's own 10 s ping timeout.
+ *   interval a later `ping()` can hit the client's own 10 s ping timeout. Over HTTP `ping()` sends a Ping.
+ * @param {boolean} [opts.pingEnabled=true] HTTP only: `false` stops the client's background pings
+ * @param {number} [opts.pollInterval] HTTP only: live-pull poll interval in ms (client default 5 s)
+ * @param {Record<string, string>} [opts.headers] HTTP only: extra request headers (the WS client can't set any)
  * @param {boolean} [opts.connect=true] wait for the first ping/pong before returning
  */
-export const openClient = async ({ url, storeId, payload, clientId = 'test-client', backendId, pingInterval, connect = true }) => {
+export const openClient = async ({
+  url,
+  storeId,
+  transport = 'ws',
+  payload,
+  clientId = 'test-client',
+  backendId,
+  pingInterval,
+  pingEnabled = true,
+  pollInterval,
+  headers,
+  connect = true,
+}) => {
+  if (transport !== 'ws' && transport !== 'http') throw new Error(`openClient: unknown transport ${transport}`)
+  if (transport === 'ws' && (headers !== undefined || pollInterval !== undefined || pingEnabled !== true)) {
+    throw new Error('openClient: headers, pollInterval and pingEnabled only apply to the http transport')
+  }
   const runtime = ManagedRuntime.make(Layer.mergeAll(FetchHttpClient.layer, KeyValueStore.layerMemory))
   const run = async (effect) => {
     const exit = await runtime.runPromiseExit(effect)
@@ -105,7 +129,15 @@ export const openClient = async ({ url, storeId, payload, clientId = 'test-clien
 
   let backend
   try {
-    const makeBackend = makeWsSync({ url, ping: pingInterval ? { requestInterval: pingInterval } : undefined })
+    const makeBackend =
+      transport === 'http'
+        ? makeHttpSync({
+            url,
+            headers,
+            livePull: pollInterval !== undefined ? { pollInterval } : undefined,
+            ping: { enabled: pingEnabled, ...(pingInterval ? { requestInterval: pingInterval } : {}) },
+          })
+        : makeWsSync({ url, ping: pingInterval ? { requestInterval: pingInterval } : undefined })
     backend = await run(makeBackend({ storeId, clientId, payload }).pipe(Scope.extend(scope)))
   } catch (e) {
     await runtime.runPromise(Scope.close(scope, Exit.void)).catch(() => {})
@@ -132,6 +164,7 @@ export const openClient = async ({ url, storeId, payload, clientId = 'test-clien
 
   const client = {
     storeId,
+    transport,
     backend,
     isConnected,
     ping,
@@ -234,7 +267,9 @@ export const openClient = async ({ url, storeId, payload, clientId = 'test-clien
   if (connect) {
     try {
       await run(backend.connect)
-      if (!(await isConnected())) throw new Error(`could not connect to ${url} (store ${storeId}): no Pong within 10 s`)
+      if (!(await isConnected())) {
+        throw new Error(`could not connect to ${url} (store ${storeId}, ${transport}): no Pong within 10 s`)
+      }
     } catch (e) {
       await client.close()
       throw e

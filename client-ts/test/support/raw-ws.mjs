@@ -30,10 +30,13 @@ export const pushRequest = (id, storeId, batch, backendId) => ({
 })
 
 export class RawSocket {
-  /** @param {string} url */
-  static open(url, { timeoutMs = 10_000 } = {}) {
+  /**
+   * @param {string} url
+   * @param {{ timeoutMs?: number, headers?: Record<string, string> }} [opts] `headers`: extra upgrade request headers
+   */
+  static open(url, { timeoutMs = 10_000, headers } = {}) {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(url)
+      const ws = new WebSocket(url, headers ? { headers } : undefined)
       const timer = setTimeout(() => {
         ws.terminate()
         reject(new Error(`raw WebSocket to ${url} did not open within ${timeoutMs} ms`))
@@ -191,3 +194,42 @@ export class RawSocket {
     this.ws.terminate()
   }
 }
+
+/**
+ * Attempts a WebSocket upgrade and reports the HTTP answer: { status, headers, body } where `status`
+ * is 101 when the upgrade was accepted (the socket is closed right away) and `body` is the text of a
+ * refused upgrade. `headers` are the response headers (lower-case names). Rejects only on a network
+ * error or if nothing came within `timeoutMs`.
+ */
+export const upgradeResponse = (url, { headers, timeoutMs = 15_000 } = {}) =>
+  new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, headers ? { headers } : undefined)
+    const timer = setTimeout(() => {
+      ws.terminate()
+      reject(new Error(`no answer to the upgrade of ${url} within ${timeoutMs} ms`))
+    }, timeoutMs)
+    let upgradeHeaders
+    ws.once('upgrade', (res) => {
+      upgradeHeaders = res.headers
+    })
+    ws.once('open', () => {
+      clearTimeout(timer)
+      ws.close()
+      resolve({ status: 101, headers: upgradeHeaders ?? {}, body: '' })
+    })
+    ws.once('unexpected-response', (_req, res) => {
+      clearTimeout(timer)
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (d) => (body += d))
+      res.on('end', () => {
+        resolve({ status: res.statusCode, headers: res.headers, body })
+        ws.terminate()
+      })
+    })
+    // `on`, not `once`: terminate() during the handshake emits another error after we resolved
+    ws.on('error', (e) => {
+      clearTimeout(timer)
+      reject(e)
+    })
+  })

@@ -1,11 +1,12 @@
-// Starts / stops / restarts `wrangler dev` for the worker under test, and reads D1 back.
+// Starts / stops / restarts `wrangler dev` for the worker under test, and reads D1 and the Durable
+// Objects' SQLite files back.
 //
 // Every worker gets its own persist dir (<root>/.wrangler/test-state/<name>) and its own free port;
 // its output goes to <root>/.wrangler/test-logs/<name>.log. Processes are spawned in their own
 // process group so that wrangler *and* its workerd children can be killed together, and an exit
 // hook kills whatever is still running when the test process goes away.
 
-import { spawn } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import fs from 'node:fs'
 import http from 'node:http'
 import net from 'node:net'
@@ -19,6 +20,17 @@ const CLIENT_TS_DIR = path.resolve(here, '../..')
 export const ROOT = path.resolve(process.env.E2E_WORKER_ROOT ?? path.join(CLIENT_TS_DIR, '..'))
 const WRANGLER = path.join(CLIENT_TS_DIR, 'node_modules', '.bin', 'wrangler')
 const D1_NAME = 'livestore-sync'
+const SQLITE_HELPER = path.join(here, 'do-sqlite.py')
+
+/**
+ * Where the default worker keeps its event logs: `E2E_STORAGE` = `d1` (default) | `do-sqlite`.
+ * startWorker passes it to the default worker as `--var SYNC_STORAGE:<value>`.
+ */
+export const STORAGES = ['d1', 'do-sqlite']
+export const E2E_STORAGE = process.env.E2E_STORAGE ?? 'd1'
+if (!STORAGES.includes(E2E_STORAGE)) {
+  throw new Error(`E2E_STORAGE must be one of ${STORAGES.join(', ')}, not ${JSON.stringify(E2E_STORAGE)}`)
+}
 
 /** First start may include the Rust build. */
 const START_TIMEOUT_MS = Number(process.env.E2E_START_TIMEOUT_MS ?? 300_000)
@@ -140,11 +152,11 @@ const tail = (file, maxChars = 6_000) => {
   }
 }
 
-/** Runs a one-shot wrangler command (cwd = ROOT); output is appended to `logFile` too. */
-const runWrangler = (args, { logFile, timeoutMs = WRANGLER_CMD_TIMEOUT_MS } = {}) =>
+/** Runs a one-shot wrangler command (in `cwd`, default ROOT); output is appended to `logFile` too. */
+const runWrangler = (args, { logFile, timeoutMs = WRANGLER_CMD_TIMEOUT_MS, cwd = ROOT } = {}) =>
   new Promise((resolve, reject) => {
     installExitHooks()
-    const child = spawn(WRANGLER, args, { cwd: ROOT, env: wranglerEnv(), detached: true, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(WRANGLER, args, { cwd, env: wranglerEnv(), detached: true, stdio: ['ignore', 'pipe', 'pipe'] })
     liveGroups.add(child.pid)
     const out = []
     const err = []
@@ -185,28 +197,84 @@ const parseJsonOutput = (stdout) => {
 
 // ---------------------------------------------------------------------------------------------
 
+/** The top-level `name` of a wrangler.toml (the DO state dir is named after it). */
+const workerNameOf = (configPath) => {
+  const text = fs.readFileSync(configPath, 'utf8')
+  // top-level keys come before the first [table]
+  const topLevel = text.split(/^\s*\[/m)[0]
+  const match = topLevel.match(/^\s*name\s*=\s*"([^"]+)"/m)
+  if (!match) throw new Error(`no top-level name in ${configPath}`)
+  return match[1]
+}
+
+/** Runs the Python SQLite helper (Node 20 has no SQLite); see do-sqlite.py for `input`. */
+const runSqliteHelper = (input) =>
+  new Promise((resolve, reject) => {
+    execFile('python3', [SQLITE_HELPER, JSON.stringify(input)], { timeout: 60_000, maxBuffer: 256 * 1024 * 1024 }, (err, stdout, stderr) => {
+      if (err) {
+        reject(new Error(`do-sqlite.py failed (${err.message.split('\n')[0]}):\n${stderr}${stdout.slice(0, 2_000)}`))
+        return
+      }
+      try {
+        resolve(JSON.parse(stdout))
+      } catch {
+        reject(new Error(`do-sqlite.py printed no JSON:\n${stdout.slice(0, 2_000)}\n${stderr}`))
+      }
+    })
+  })
+
 /**
  * Starts a fresh worker (empty persisted state, migrations applied) on a free port.
  *
- * @param {{ name: string }} opts  `name` picks the persist dir and log file
- * @returns {Promise<{ url: string, port: number, persistDir: string, logFile: string,
- *   stop(): Promise<void>, start(): Promise<void>, restart(): Promise<void>, d1(sql: string): Promise<any[]> }>}
+ * @param {object} opts
+ * @param {string} opts.name  picks the persist dir and log file
+ * @param {string} [opts.config]  wrangler config relative to ROOT (e.g. `examples/token-auth/wrangler.toml`);
+ *   default: ROOT's wrangler.toml, the default worker. Wrangler runs in the config's directory.
+ * @param {Record<string, string>} [opts.vars]  passed as `wrangler dev --var NAME:VALUE`
+ * @param {'d1' | 'do-sqlite'} [opts.storage]  where the worker keeps event logs. For the default worker it
+ *   defaults to E2E_STORAGE and is passed as `--var SYNC_STORAGE:<storage>`; a custom worker (`config`)
+ *   must say where its logs live (nothing is passed to it).
+ * @returns {Promise<{ url: string, port: number, persistDir: string, logFile: string, storage: string,
+ *   workerName: string, doDir: string, stop(): Promise<void>, start(): Promise<void>, restart(): Promise<void>,
+ *   d1(sql: string): Promise<any[]>, doSql(storeId: string, opts?: object): Promise<object> }>}
  */
-export const startWorker = async ({ name }) => {
+export const startWorker = async ({ name, config, vars = {}, storage }) => {
   installExitHooks()
+  const configPath = path.resolve(ROOT, config ?? 'wrangler.toml')
+  const configArgs = config ? ['--config', configPath] : []
+  // wrangler runs the [build] command in its cwd, and the configs' relative paths assume their own dir
+  const cwd = path.dirname(configPath)
+  if (config) {
+    if (storage === undefined) throw new Error(`startWorker(${name}): a custom worker (${config}) needs opts.storage`)
+  } else {
+    storage = storage ?? E2E_STORAGE
+    vars = { SYNC_STORAGE: storage, ...vars }
+  }
+  if (!STORAGES.includes(storage)) throw new Error(`startWorker(${name}): unknown storage ${JSON.stringify(storage)}`)
+  const varArgs = Object.entries(vars).flatMap(([k, v]) => ['--var', `${k}:${v}`])
+  const workerName = workerNameOf(configPath)
   const persistDir = path.join(ROOT, '.wrangler', 'test-state', name)
   const logDir = path.join(ROOT, '.wrangler', 'test-logs')
   const logFile = path.join(logDir, `${name}.log`)
   fs.rmSync(persistDir, { recursive: true, force: true })
   fs.mkdirSync(persistDir, { recursive: true })
   fs.mkdirSync(logDir, { recursive: true })
-  fs.writeFileSync(logFile, `=== ${new Date().toISOString()} test worker "${name}" (root ${ROOT}) ===\n`)
+  fs.writeFileSync(
+    logFile,
+    `=== ${new Date().toISOString()} test worker "${name}" (root ${ROOT}, config ${configPath}, ` +
+      `storage ${storage}, vars ${JSON.stringify(vars)}) ===\n`,
+  )
+  // Durable Object SQLite files: <persistDir>/v3/do/<worker name>-<class>/<hex id>.sqlite
+  const doDir = path.join(persistDir, 'v3', 'do', `${workerName}-SyncBackendDO`)
 
   const port = await getFreePort()
   const inspectorPort = await getFreePort()
   const url = `http://127.0.0.1:${port}`
 
-  const migrate = await runWrangler(['d1', 'migrations', 'apply', D1_NAME, '--local', '--persist-to', persistDir], { logFile })
+  const migrate = await runWrangler(
+    ['d1', 'migrations', 'apply', D1_NAME, '--local', '--persist-to', persistDir, ...configArgs],
+    { logFile, cwd },
+  )
   if (migrate.code !== 0) {
     throw new Error(`wrangler d1 migrations apply failed (exit ${migrate.code}); log ${logFile}:\n${tail(logFile)}`)
   }
@@ -226,8 +294,10 @@ export const startWorker = async ({ name }) => {
       '--inspector-port', String(inspectorPort),
       '--persist-to', persistDir,
       '--show-interactive-dev-session=false',
+      ...configArgs,
+      ...varArgs,
     ]
-    const proc = spawn(WRANGLER, args, { cwd: ROOT, env: wranglerEnv(), detached: true, stdio: ['ignore', fd, fd] })
+    const proc = spawn(WRANGLER, args, { cwd, env: wranglerEnv(), detached: true, stdio: ['ignore', fd, fd] })
     fs.closeSync(fd)
     liveGroups.add(proc.pid)
     child = proc
@@ -272,8 +342,8 @@ export const startWorker = async ({ name }) => {
   /** Runs SQL against the local D1 (works whether or not the worker is running); returns the rows. */
   const d1 = async (sql) => {
     const res = await runWrangler(
-      ['d1', 'execute', D1_NAME, '--local', '--persist-to', persistDir, '--json', '--command', sql],
-      { logFile },
+      ['d1', 'execute', D1_NAME, '--local', '--persist-to', persistDir, '--json', ...configArgs, '--command', sql],
+      { logFile, cwd },
     )
     if (res.code !== 0) {
       throw new Error(`wrangler d1 execute failed (exit ${res.code}) for ${sql}:\n${res.stderr}\n${res.stdout.slice(0, 4_000)}`)
@@ -285,6 +355,58 @@ export const startWorker = async ({ name }) => {
     return parsed[0].results ?? []
   }
 
+  /**
+   * Finds the SQLite file of the store's Durable Object (by the name miniflare records for
+   * `idFromName`, the `context_7` row or the event-log table) and optionally runs SQL in it.
+   * Throws if no file belongs to the store, so a lookup can never silently read nothing.
+   * Reading while the worker runs is fine (read-only); `write: true` only with the worker stopped.
+   *
+   * @param {string} storeId
+   * @param {{ sql?: string, params?: any[], write?: boolean, ifTable?: string }} [opts]
+   *   `ifTable`: run `sql` only if that table exists in the file (else `rows` is [])
+   * @returns {Promise<{ file: string, tables: string[], rows: any[] }>}
+   */
+  const doSql = async (storeId, { sql, params = [], write = false, ifTable } = {}) => {
+    if (write && child) throw new Error(`doSql(write) on worker "${name}" while it runs: stop it first`)
+    const res = await runSqliteHelper({ dir: doDir, storeId, table: eventlogTableName(storeId), sql, params, write, ifTable })
+    if (res.error) throw new Error(`DO SQLite of store ${storeId} in ${doDir}: ${res.error}`)
+    return res
+  }
+
+  /** Current size of the log file: pass it to logSince() to get what the worker logged afterwards. */
+  const logOffset = () => fs.statSync(logFile).size
+  /** The worker's log (wrangler dev output, workerd errors) written since `offset`. */
+  const logSince = (offset) => {
+    const fd = fs.openSync(logFile, 'r')
+    try {
+      const size = fs.fstatSync(fd).size
+      const buf = Buffer.alloc(Math.max(0, size - offset))
+      fs.readSync(fd, buf, 0, buf.length, offset)
+      return buf.toString('utf8')
+    } finally {
+      fs.closeSync(fd)
+    }
+  }
+
   await start()
-  return { name, url, port, persistDir, logFile, start, stop, restart, d1 }
+  return {
+    name,
+    url,
+    port,
+    persistDir,
+    logFile,
+    storage,
+    workerName,
+    doDir,
+    start,
+    stop,
+    restart,
+    d1,
+    doSql,
+    logOffset,
+    logSince,
+  }
 }
+
+/** Event-log table of a store (same as util.mjs's eventlogTable; repeated here to keep the modules independent). */
+const eventlogTableName = (storeId) => `eventlog_7_${storeId.replaceAll(/[^a-zA-Z0-9]/g, '_')}`

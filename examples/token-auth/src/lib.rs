@@ -58,7 +58,7 @@ async fn audit(env: &Env, hook: &str, ctx: &HookContext, batch_size: Option<usiz
         let db = env.d1("DB")?;
         let payload = ctx.payload.as_ref().map(|p| p.to_string());
         let headers = serde_json::to_string(&ctx.headers).unwrap_or_else(|_| "{}".into());
-        let at = Date::now().to_string();
+        let at = String::from(js_sys::Date::new_0().to_iso_string());
         db.prepare(
             "INSERT INTO sync_audit (hook, storeId, payload, batchSize, headers, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
