@@ -2,11 +2,13 @@
 //! without `validatePayload`, and configured through the same API users have, from vars:
 //!
 //! - `SYNC_STORAGE`: `d1` (default), `d1:<binding>` or `do-sqlite`
-//! - `SYNC_TRANSPORTS`: enabled transports, default `ws,http`
+//! - `SYNC_TRANSPORTS`: enabled transports, default `ws,http,do-rpc`
 //! - `SYNC_CORS`: `true` to answer preflights and add CORS headers (default `false`)
 
 use crate::cf::{SyncBackendObject, SyncWorker};
 use crate::livestore::options::{Storage, SyncObjectOptions, Transports, WorkerOptions};
+use crate::livestore::wire::{encode_defect, encode_do_rpc_reply};
+use wasm_bindgen::prelude::wasm_bindgen;
 use worker::{
     durable_object, event, Context, DurableObject, Env, Request, Response, Result, State,
     WebSocket, WebSocketIncomingMessage,
@@ -84,6 +86,22 @@ impl DurableObject for SyncBackendDO {
         match &self.0 {
             Ok(object) => object.websocket_error(ws, error).await,
             Err(_) => Ok(()),
+        }
+    }
+}
+
+#[wasm_bindgen]
+impl SyncBackendDO {
+    /// DO-RPC entry, called by the JS wrapper's `rpc(payload)` with the unpacked requests
+    /// as JSON; returns the reply JSON the wrapper packs (see `SyncBackendObject::rpc`).
+    #[wasm_bindgen(js_name = rpcJson)]
+    pub async fn rpc_json(&self, requests: String) -> String {
+        match &self.0 {
+            Ok(object) => object.rpc(&requests).await,
+            Err(message) => encode_do_rpc_reply(
+                false,
+                &[encode_defect(&format!("Invalid configuration: {message}"))],
+            ),
         }
     }
 }

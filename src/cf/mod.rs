@@ -34,6 +34,7 @@
 //! ```
 
 mod object;
+mod subscriptions;
 mod worker;
 
 pub use object::SyncBackendObject;

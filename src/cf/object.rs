@@ -2,6 +2,7 @@
 //! Effect RPC protocol of `@livestore/sync-cf` over hibernatable WebSockets and over HTTP,
 //! runs the hooks, and keeps the store's log in D1 or in its own SQLite.
 
+use super::subscriptions::Subscriptions;
 use super::{header_map, now_iso, read_body};
 use crate::livestore::chunk::PullPage;
 use crate::livestore::options::{
@@ -12,14 +13,16 @@ use crate::livestore::route::{upgrade_rejection, Route};
 use crate::livestore::store_id::StoreId;
 use crate::livestore::sync::{backend_id_from_random, SyncBackend, BACKEND_ID_LEN};
 use crate::livestore::wire::{
-    decode_client_message, encode_chunk, encode_defect, encode_failure, encode_stream_end,
-    encode_success, ClientMessage, DecodeError, Defect, PullRequest, PushRequest, RequestId, Rpc,
-    SyncError, CLOSE_MESSAGE_TOO_BIG, HTTP_PONG_VALUE, MAX_FRAME_BYTES, PING, PONG, PUSH_ACK_VALUE,
+    decode_client_message, encode_chunk, encode_defect, encode_do_rpc_reply, encode_failure,
+    encode_stream_end, encode_success, with_rpc_request_id, ClientMessage, DecodeError, Defect,
+    PullRequest, PushRequest, RequestId, Rpc, SyncError, CLOSE_MESSAGE_TOO_BIG, HTTP_PONG_VALUE,
+    MAX_FRAME_BYTES, PING, PONG, PUSH_ACK_VALUE,
 };
 use crate::storage::d1::D1EventLog;
 use crate::storage::do_sqlite::{ContextRow, DoSqliteEventLog};
 use crate::storage::engine::EventStore;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -94,6 +97,16 @@ pub struct SyncBackendObject {
     env: Env,
     options: SyncObjectOptions,
     backend: RefCell<Option<Rc<Backend>>>,
+    subscriptions: Rc<Subscriptions>,
+}
+
+/// Where a request came from, which decides how its replies are shaped and how a live pull
+/// is kept.
+#[derive(Clone, Copy)]
+enum Caller<'a> {
+    Socket(&'a WebSocket),
+    Http,
+    DoRpc,
 }
 
 impl SyncBackendObject {
@@ -103,11 +116,13 @@ impl SyncBackendObject {
         if let Ok(pair) = WebSocketRequestResponsePair::new(PING, PONG) {
             state.set_websocket_auto_response(&pair);
         }
+        let subscriptions = Subscriptions::new(state.storage().sql(), env.clone());
         SyncBackendObject {
             state,
             env,
             options,
             backend: RefCell::new(None),
+            subscriptions,
         }
     }
 
@@ -137,6 +152,7 @@ impl SyncBackendObject {
         match params.transport {
             Transport::Ws => self.accept_socket(&req, params, forwarded),
             Transport::Http => self.serve_http(&req, body, params, forwarded).await,
+            Transport::DoRpc => Response::error("do-rpc is not served over fetch", 400),
         }
     }
 
@@ -242,7 +258,7 @@ impl SyncBackendObject {
             headers,
         };
         let mut messages = Vec::new();
-        self.run(&id, rpc, &context, None, &mut |m| messages.push(m))
+        self.run(&id, rpc, &context, Caller::Http, &mut |m| messages.push(m))
             .await;
         rpc_response(200, &messages, extra)
     }
@@ -287,6 +303,53 @@ impl SyncBackendObject {
         Ok(backend)
     }
 
+    /// Serves a DO-RPC call (`SyncBackendRpcInterface.rpc`) from another Durable Object. The
+    /// JS side unpacks the msgpack request into `requests_json` (the array of RPC messages)
+    /// and packs the returned `{"stream":…,"messages":[…]}` back (see `encode_do_rpc_reply`).
+    /// Payload validation does not apply, as in `@livestore/sync-cf`.
+    pub async fn rpc(&self, requests_json: &str) -> String {
+        let reply = |stream: bool, messages: &[String]| encode_do_rpc_reply(stream, messages);
+        if !self.options.transports().allows(Transport::DoRpc) {
+            return reply(
+                false,
+                &[encode_defect(
+                    "the do-rpc transport is disabled on this server",
+                )],
+            );
+        }
+        let requests: Vec<&RawValue> = match serde_json::from_str(requests_json) {
+            Ok(requests) => requests,
+            Err(e) => return reply(false, &[encode_defect(&format!("invalid request: {e}"))]),
+        };
+        let single = requests.len() == 1;
+        let mut stream = false;
+        let mut messages = Vec::new();
+        for request in requests {
+            let (id, rpc) = match decode_client_message(request.get(), Transport::DoRpc) {
+                Ok(ClientMessage::Request { id, rpc }) => (id, rpc),
+                Ok(_) => continue, // acks and interrupts mean nothing here
+                Err(DecodeError::InvalidPayload { id, rpc, message }) => {
+                    messages.push(invalid_request(&id, &rpc, &message));
+                    continue;
+                }
+                Err(e) => {
+                    messages.push(encode_defect(&e.to_string()));
+                    continue;
+                }
+            };
+            // A lone streaming call is answered as a stream, as the client expects.
+            stream |= single && matches!(rpc, Rpc::Pull(_));
+            let context = HookContext {
+                store_id: rpc.store_id().to_owned(),
+                payload: rpc.payload().cloned(),
+                headers: BTreeMap::new(),
+            };
+            self.run(&id, rpc, &context, Caller::DoRpc, &mut |m| messages.push(m))
+                .await;
+        }
+        reply(stream, &messages)
+    }
+
     async fn on_frame(&self, ws: &WebSocket, text: &str) {
         let (id, rpc) = match decode_client_message(text, Transport::Ws) {
             Ok(ClientMessage::Request { id, rpc }) => (id, rpc),
@@ -308,18 +371,19 @@ impl SyncBackendObject {
             return send(ws, &encode_defect("connection state lost; reconnect"));
         };
         let context = attachment.context();
-        self.run(&id, rpc, &context, Some(ws), &mut |m| send(ws, &m))
-            .await;
+        self.run(&id, rpc, &context, Caller::Socket(ws), &mut |m| {
+            send(ws, &m)
+        })
+        .await;
     }
 
-    /// Runs one RPC, writing its reply messages to `out`. `socket` is the WebSocket a live
-    /// pull subscribes (HTTP has none: its live pulls are client-side polling).
+    /// Runs one RPC, writing its reply messages to `out`.
     async fn run(
         &self,
         id: &RequestId,
         rpc: Rpc,
         context: &HookContext,
-        socket: Option<&WebSocket>,
+        caller: Caller<'_>,
         out: &mut impl FnMut(String),
     ) {
         let backend = match StoreId::parse(&context.store_id)
@@ -331,7 +395,7 @@ impl SyncBackendObject {
         };
         match rpc {
             Rpc::Pull(request) => {
-                self.pull(&backend, id, &request, context, socket, out)
+                self.pull(&backend, id, &request, context, caller, out)
                     .await
             }
             Rpc::Push(request) => self.push(&backend, id, request, context, out).await,
@@ -345,13 +409,13 @@ impl SyncBackendObject {
         id: &RequestId,
         request: &PullRequest,
         context: &HookContext,
-        socket: Option<&WebSocket>,
+        caller: Caller<'_>,
         out: &mut impl FnMut(String),
     ) {
         if let Some(on_pull) = &self.options.on_pull {
             let message = PullMessage {
                 cursor: request.cursor.clone().into_option(),
-                live: request.live,
+                live: request.live || request.rpc_context.is_some(),
             };
             if let Err(message) = on_pull(message, context.clone()).await {
                 return out(encode_failure(id, &rejected_by_hook("onPull", message)));
@@ -361,25 +425,49 @@ impl SyncBackendObject {
         let keep = self.options.on_pull_res.is_some();
         let mut seen: Vec<PullPage> = Vec::new();
         let mut emit = |page: PullPage| {
-            out(encode_chunk(id, &[&page.json]));
+            let chunk = match caller {
+                Caller::DoRpc => encode_chunk(id, &[&with_rpc_request_id(&page.json, id)]),
+                _ => encode_chunk(id, &[&page.json]),
+            };
+            out(chunk);
             if keep {
                 seen.push(page);
             }
         };
         let mut result = backend.pull(request, &mut emit).await;
+        // WebSocket live pulls stay open; DO-RPC ones end and are called back later.
+        let stays_open = matches!(caller, Caller::Socket(_)) && request.live;
         if let Ok(reached) = result {
-            result = match socket {
-                Some(ws) if request.live => backend
+            result = match (caller, &request.rpc_context) {
+                (Caller::Socket(ws), _) if request.live => backend
                     .go_live(reached, &mut emit, || subscribe(ws, id))
                     .await
                     .map(|()| reached),
+                (Caller::DoRpc, Some(rpc_context)) => {
+                    let mut subscribed = Ok(());
+                    backend
+                        .go_live(reached, &mut emit, || {
+                            subscribed = self.subscriptions.subscribe(
+                                &rpc_context.caller_context,
+                                &request.store_id,
+                                id,
+                                request.payload.as_ref(),
+                            );
+                        })
+                        .await
+                        .and_then(|()| {
+                            subscribed.map_err(|e| {
+                                SyncError::unknown("StorageError", format!("subscribe: {e}"))
+                            })
+                        })
+                        .map(|()| reached)
+                }
                 _ => Ok(reached),
             };
         }
-        let live = request.live && socket.is_some();
         match &result {
-            Ok(_) if !live => out(encode_stream_end(id)),
-            Ok(_) => {}
+            Ok(_) if stays_open => {}
+            Ok(_) => out(encode_stream_end(id)),
             Err(error) => out(encode_failure(id, error)),
         }
         if let Some(on_pull_res) = &self.options.on_pull_res {
@@ -425,8 +513,12 @@ impl SyncBackendObject {
         }
     }
 
-    /// Sends the live responses of an accepted push to every live pull of every socket.
+    /// Sends the live responses of an accepted push to every live pull of every socket, and
+    /// queues them for the DO-RPC subscribers.
     fn broadcast(&self, pages: &[PullPage]) {
+        let json: Vec<String> = pages.iter().map(|p| p.json.clone()).collect();
+        self.subscriptions
+            .publish(&json, |pump| self.state.wait_until(pump));
         for ws in self.state.get_websockets() {
             let Some(attachment) = read_attachment(&ws) else {
                 continue;

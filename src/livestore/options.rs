@@ -33,6 +33,7 @@ where
 pub struct Transports {
     pub ws: bool,
     pub http: bool,
+    pub do_rpc: bool,
 }
 
 impl Default for Transports {
@@ -40,6 +41,7 @@ impl Default for Transports {
         Transports {
             ws: true,
             http: true,
+            do_rpc: true,
         }
     }
 }
@@ -50,6 +52,7 @@ impl Transports {
         Transports {
             ws: transports.contains(&Transport::Ws),
             http: transports.contains(&Transport::Http),
+            do_rpc: transports.contains(&Transport::DoRpc),
         }
     }
 
@@ -58,17 +61,23 @@ impl Transports {
         match transport {
             Transport::Ws => self.ws,
             Transport::Http => self.http,
+            Transport::DoRpc => self.do_rpc,
         }
     }
 
-    /// Parses a comma-separated list such as `ws,http`.
+    /// Parses a comma-separated list such as `ws,http,do-rpc`.
     pub fn parse(list: &str) -> Result<Self, String> {
         let mut enabled = Vec::new();
         for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             match name {
                 "ws" => enabled.push(Transport::Ws),
                 "http" => enabled.push(Transport::Http),
-                other => return Err(format!("unknown transport `{other}` (expected ws, http)")),
+                "do-rpc" => enabled.push(Transport::DoRpc),
+                other => {
+                    return Err(format!(
+                        "unknown transport `{other}` (expected ws, http, do-rpc)"
+                    ))
+                }
             }
         }
         Ok(Transports::only(&enabled))
@@ -392,10 +401,14 @@ mod tests {
             Transports::parse("ws"),
             Ok(Transports {
                 ws: true,
-                http: false
+                http: false,
+                do_rpc: false
             })
         );
-        assert_eq!(Transports::parse(" ws , http "), Ok(Transports::default()));
+        assert_eq!(
+            Transports::parse(" ws , http,do-rpc "),
+            Ok(Transports::default())
+        );
         assert!(Transports::parse("ws,sse").is_err());
         assert!(!Transports::parse("http").unwrap().allows(Transport::Ws));
     }

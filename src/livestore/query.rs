@@ -14,14 +14,18 @@ pub enum Transport {
     Ws,
     /// Effect RPC over `POST`, one request per call.
     Http,
+    /// Effect RPC (msgpack) over Durable Object JS RPC, from another Durable Object. Never
+    /// named in a URL.
+    DoRpc,
 }
 
 impl Transport {
-    /// The query value naming this transport.
+    /// The name of this transport (the query value for `ws` and `http`).
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Ws => "ws",
             Transport::Http => "http",
+            Transport::DoRpc => "do-rpc",
         }
     }
 }

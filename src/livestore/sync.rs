@@ -299,6 +299,7 @@ mod tests {
                 },
                 None => EffectOption::None,
             },
+            rpc_context: None,
         }
     }
 

@@ -74,17 +74,35 @@ pub struct Cursor {
     pub event_sequence_number: SeqNum,
 }
 
-/// Payload of `SyncWsRpc.Pull` / `SyncHttpRpc.Pull`.
+/// Payload of `SyncWsRpc.Pull` / `SyncHttpRpc.Pull` / `SyncDoRpc.Pull`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PullRequest {
     pub store_id: String,
     #[serde(default)]
     pub payload: Option<Value>,
-    /// Absent on HTTP, where live pulls are client-side polling.
+    /// WebSocket only; HTTP live pulls are client-side polling, DO-RPC ones `rpc_context`.
     #[serde(default)]
     pub live: bool,
     pub cursor: EffectOption<Cursor>,
+    /// DO-RPC only: the calling Durable Object, to be called back with live updates.
+    #[serde(default)]
+    pub rpc_context: Option<RpcContext>,
+}
+
+/// The `rpcContext` of a DO-RPC pull.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RpcContext {
+    pub caller_context: CallerContext,
+}
+
+/// Where a DO-RPC subscriber lives: its namespace binding and its object id.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallerContext {
+    pub binding_name: String,
+    pub durable_object_id: String,
 }
 
 /// Payload of `SyncWsRpc.Push` / `SyncHttpRpc.Push`.
@@ -98,7 +116,7 @@ pub struct PushRequest {
     pub backend_id: EffectOption<String>,
 }
 
-/// Payload of `SyncHttpRpc.Ping`.
+/// Payload of `SyncHttpRpc.Ping` / `SyncDoRpc.Ping`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PingRequest {
@@ -113,6 +131,26 @@ pub enum Rpc {
     Pull(PullRequest),
     Push(PushRequest),
     Ping(PingRequest),
+}
+
+impl Rpc {
+    /// The store the call names.
+    pub fn store_id(&self) -> &str {
+        match self {
+            Rpc::Pull(r) => &r.store_id,
+            Rpc::Push(r) => &r.store_id,
+            Rpc::Ping(r) => &r.store_id,
+        }
+    }
+
+    /// The sync payload the call carries.
+    pub fn payload(&self) -> Option<&Value> {
+        match self {
+            Rpc::Pull(r) => r.payload.as_ref(),
+            Rpc::Push(r) => r.payload.as_ref(),
+            Rpc::Ping(r) => r.payload.as_ref(),
+        }
+    }
 }
 
 /// A message from the client.
@@ -188,13 +226,17 @@ pub fn decode_client_message(
                 message: e.to_string(),
             };
             let rpc = match (transport, rpc_name) {
-                (Transport::Ws, "SyncWsRpc.Pull") | (Transport::Http, "SyncHttpRpc.Pull") => {
+                (Transport::Ws, "SyncWsRpc.Pull")
+                | (Transport::Http, "SyncHttpRpc.Pull")
+                | (Transport::DoRpc, "SyncDoRpc.Pull") => {
                     Rpc::Pull(serde_json::from_str(payload).map_err(invalid)?)
                 }
-                (Transport::Ws, "SyncWsRpc.Push") | (Transport::Http, "SyncHttpRpc.Push") => {
+                (Transport::Ws, "SyncWsRpc.Push")
+                | (Transport::Http, "SyncHttpRpc.Push")
+                | (Transport::DoRpc, "SyncDoRpc.Push") => {
                     Rpc::Push(serde_json::from_str(payload).map_err(invalid)?)
                 }
-                (Transport::Http, "SyncHttpRpc.Ping") => {
+                (Transport::Http, "SyncHttpRpc.Ping") | (Transport::DoRpc, "SyncDoRpc.Ping") => {
                     Rpc::Ping(serde_json::from_str(payload).map_err(invalid)?)
                 }
                 (_, other) => return Err(DecodeError::UnknownRpc(short(other))),
@@ -332,6 +374,33 @@ pub const PING: &str = r#"{"_tag":"Ping"}"#;
 pub const HTTP_PONG_VALUE: &str = r#"{"_tag":"SyncMessage.Pong"}"#;
 /// The success value of a push.
 pub const PUSH_ACK_VALUE: &str = "{}";
+
+/// A DO-RPC pull value: the `PullResponse` with the request id as `rpcRequestId` first.
+pub fn with_rpc_request_id(pull_response_json: &str, id: &RequestId) -> String {
+    let rest = pull_response_json
+        .strip_prefix('{')
+        .unwrap_or(pull_response_json);
+    let id = match id {
+        RequestId::Text(s) => serde_json::to_string(s).unwrap_or_default(),
+        // The DO-RPC schema types rpcRequestId as a string.
+        RequestId::Number(n) => format!("\"{n}\""),
+    };
+    if rest.starts_with('}') {
+        format!(r#"{{"rpcRequestId":{id}}}"#)
+    } else {
+        format!(r#"{{"rpcRequestId":{id},{rest}"#)
+    }
+}
+
+/// The JSON handed back to the JS side of a DO-RPC call, which packs it with msgpackr:
+/// `{"stream":bool,"messages":[…]}`. A stream reply becomes a `ReadableStream` of one packed
+/// message per chunk; otherwise the messages are packed as one array.
+pub fn encode_do_rpc_reply(stream: bool, messages: &[String]) -> String {
+    format!(
+        r#"{{"stream":{stream},"messages":[{}]}}"#,
+        messages.join(",")
+    )
+}
 
 /// The `pageInfo` of a `PullResponse`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -527,6 +596,85 @@ mod tests {
             json!([{"_tag":"Fail","error":{"_tag":"UnknownError","cause":{"name":"Error","message":"x"}}}])
         );
         assert_eq!(as_json(&encode_chunk(&id, &[]))["requestId"], json!(4));
+    }
+
+    #[test]
+    fn decodes_do_rpc_requests() {
+        let pull = r#"{"_tag":"Request","id":"3","tag":"SyncDoRpc.Pull","payload":{"cursor":{"_tag":"None"},"rpcContext":{"callerContext":{"bindingName":"CLIENT_DO","durableObjectId":"abc"}},"storeId":"s1"},"headers":[]}"#;
+        let Ok(ClientMessage::Request {
+            rpc: Rpc::Pull(p), ..
+        }) = decode_client_message(pull, Transport::DoRpc)
+        else {
+            panic!("expected a pull")
+        };
+        assert_eq!(
+            p.rpc_context.unwrap().caller_context,
+            CallerContext {
+                binding_name: "CLIENT_DO".into(),
+                durable_object_id: "abc".into()
+            }
+        );
+        let ping = json!({"_tag":"Request","id":"4","tag":"SyncDoRpc.Ping","payload":{"storeId":"s1"},"headers":[]});
+        let Ok(ClientMessage::Request { rpc, .. }) =
+            decode_client_message(&ping.to_string(), Transport::DoRpc)
+        else {
+            panic!("expected a ping")
+        };
+        assert_eq!(rpc.store_id(), "s1");
+        // WebSocket RPC names are not DO-RPC ones.
+        let ws = json!({"_tag":"Request","id":"5","tag":"SyncWsRpc.Pull","payload":{}});
+        assert!(matches!(
+            decode_client_message(&ws.to_string(), Transport::DoRpc),
+            Err(DecodeError::UnknownRpc(_))
+        ));
+    }
+
+    #[test]
+    fn do_rpc_values_and_reply() {
+        let page = r#"{"batch":[],"pageInfo":{"_tag":"NoMore"},"backendId":"B"}"#;
+        assert_eq!(
+            as_json(&with_rpc_request_id(page, &RequestId::Text("7".into()))),
+            json!({"rpcRequestId":"7","batch":[],"pageInfo":{"_tag":"NoMore"},"backendId":"B"})
+        );
+        assert_eq!(
+            as_json(&with_rpc_request_id(page, &RequestId::Number(8)))["rpcRequestId"],
+            json!("8")
+        );
+        assert_eq!(
+            as_json(&encode_do_rpc_reply(true, &[PONG.to_owned()])),
+            json!({"stream":true,"messages":[{"_tag":"Pong"}]})
+        );
+    }
+
+    #[test]
+    fn effect4_frames_from_livestore_main() {
+        // Shapes written from LiveStore main's Effect 4 schemas: numeric ids, extra fields.
+        let pull = r#"{"_tag":"Request","id":0,"tag":"SyncWsRpc.Pull","payload":{"storeId":"s1","live":true,"cursor":{"_tag":"None"}},"headers":[],"traceId":"t","spanId":"s","sampled":true}"#;
+        let Ok(ClientMessage::Request { id, .. }) = decode_client_message(pull, Transport::Ws)
+        else {
+            panic!("expected a request")
+        };
+        assert_eq!(id, RequestId::Number(0));
+        assert!(matches!(
+            decode(json!({"_tag":"Ack","requestId":0})),
+            Ok(ClientMessage::Ack(RequestId::Number(0)))
+        ));
+        assert!(matches!(
+            decode(json!({"_tag":"Interrupt","requestId":1,"interruptors":[]})),
+            Ok(ClientMessage::Interrupt(RequestId::Number(1)))
+        ));
+        let ahead = SyncError::ServerAhead {
+            minimum_expected_num: SeqNum::new(4).unwrap(),
+            provided_num: SeqNum::new(1).unwrap(),
+        };
+        assert_eq!(
+            as_json(&encode_failure(&RequestId::Number(2), &ahead)),
+            json!({"_tag":"Exit","requestId":2,"exit":{"_tag":"Failure","cause":[{"_tag":"Fail","error":{"_tag":"ServerAheadError","minimumExpectedNum":4,"providedNum":1}}]}})
+        );
+        assert_eq!(
+            as_json(&encode_success(&RequestId::Number(3), PUSH_ACK_VALUE)),
+            json!({"_tag":"Exit","requestId":3,"exit":{"_tag":"Success","value":{}}})
+        );
     }
 
     #[test]

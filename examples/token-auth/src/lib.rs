@@ -13,6 +13,7 @@ use livestore_sync_rs::livestore::options::{
 use livestore_sync_rs::livestore::query::Transport;
 use schemars::JsonSchema;
 use serde::Deserialize;
+use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsValue;
 use worker::*;
 
@@ -148,5 +149,14 @@ impl DurableObject for SyncBackendDO {
 
     async fn websocket_error(&self, ws: WebSocket, error: Error) -> Result<()> {
         self.0.websocket_error(ws, error).await
+    }
+}
+
+#[wasm_bindgen]
+impl SyncBackendDO {
+    /// DO-RPC entry for the JS wrapper's `rpc(payload)` (see `entry.mjs`).
+    #[wasm_bindgen(js_name = rpcJson)]
+    pub async fn rpc_json(&self, requests: String) -> String {
+        self.0.rpc(&requests).await
     }
 }
