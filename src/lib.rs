@@ -5,6 +5,8 @@
 //!   routing by query parameters).
 //! - [`stream`]: the durable stream core, an append-only log with an expected-head append,
 //!   ranged reads and recovery of its head from storage.
+//! - [`durable_streams`]: the Durable Streams HTTP protocol's rules (headers, JSON mode,
+//!   cursors) over the same core.
 //! - [`storage`]: SQL shared by the storage engines; the engines themselves (D1, DO SQLite)
 //!   live in the wasm-only edge.
 //!
@@ -16,6 +18,7 @@
 //! `cargo test`. The feature `default-worker` (on by default) builds the Worker this
 //! repository ships; turn it off to use the crate as a library in your own Worker.
 
+pub mod durable_streams;
 pub mod livestore;
 pub mod storage;
 pub mod stream;

@@ -3,6 +3,8 @@
 
 pub mod lock;
 pub mod log;
+pub mod offset;
+pub mod producer;
 pub mod seq;
 
 pub use log::{AppendError, EventLog, HeadCheckpoint, LogEntry, LogStorage, StorageError};

@@ -1,0 +1,34 @@
+//! `Stream-Cursor` for live reads: the number of 20-second intervals since 2024-10-09, so
+//! CDNs key cached long-poll answers by interval, and never the same value a client just
+//! sent (which would let a cache loop it forever).
+
+/// 2024-10-09T00:00:00Z in milliseconds since the Unix epoch.
+pub const CURSOR_EPOCH_MS: u64 = 1_728_432_000_000;
+/// Length of one cursor interval.
+pub const CURSOR_INTERVAL_MS: u64 = 20_000;
+
+/// The cursor to answer with at `now_ms`, given the cursor the client sent.
+pub fn next_cursor(now_ms: u64, client: Option<&str>) -> u64 {
+    let current = now_ms.saturating_sub(CURSOR_EPOCH_MS) / CURSOR_INTERVAL_MS;
+    match client.and_then(|c| c.parse::<u64>().ok()) {
+        // The client is at (or, by clock skew, past) the current interval: move on by one.
+        Some(sent) if sent >= current => sent.saturating_add(1),
+        _ => current,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_intervals_and_never_echoes() {
+        let now = CURSOR_EPOCH_MS + 3 * CURSOR_INTERVAL_MS + 5;
+        assert_eq!(next_cursor(now, None), 3);
+        assert_eq!(next_cursor(now, Some("1")), 3);
+        assert_eq!(next_cursor(now, Some("3")), 4);
+        assert_eq!(next_cursor(now, Some("9")), 10);
+        assert_eq!(next_cursor(now, Some("junk")), 3);
+        assert_eq!(next_cursor(0, None), 0);
+    }
+}
