@@ -1,51 +1,9 @@
 // Entry module of the example Worker: re-exports the Rust Worker and declares its Durable
-// Object as a class extending DurableObject that forwards to the Rust object.
-import { DurableObject } from 'cloudflare:workers'
-import { Packr, Unpackr } from 'msgpackr'
+// Object as a class extending DurableObject that forwards to the Rust object. The factory
+// lives with the repository's JS tools (which also provide msgpackr for DO-RPC).
+import { makeSyncBackendDO } from '../../client-ts/src/sync-backend-do.mjs'
 import RustWorker, { SyncBackendDO as RustSyncBackendDO } from './build/index.js'
 
 export default RustWorker
 
-// The same options as Effect RPC's msgpack serialization (`RpcSerialization.msgPack`).
-const packr = new Packr({ useRecords: true })
-const unpackr = new Unpackr({ useRecords: true })
-
-export class SyncBackendDO extends DurableObject {
-  constructor(ctx, env) {
-    super(ctx, env)
-    this.inner = new RustSyncBackendDO(ctx, env)
-  }
-
-  fetch(request) {
-    return this.inner.fetch(request)
-  }
-
-  webSocketMessage(ws, message) {
-    return this.inner.webSocketMessage(ws, message)
-  }
-
-  webSocketClose(ws, code, reason, wasClean) {
-    return this.inner.webSocketClose(ws, code, reason, wasClean)
-  }
-
-  webSocketError(ws, error) {
-    return this.inner.webSocketError(ws, error)
-  }
-
-  // DO-RPC (`makeDoRpcSync` from @livestore/sync-cf, used by @livestore/adapter-cloudflare):
-  // Effect RPC messages in msgpackr's record encoding. The Rust object works on JSON; this
-  // method unpacks the request and packs the reply the way the client expects: a stream
-  // reply is a ReadableStream of one packed [message] per chunk, otherwise one packed array.
-  async rpc(payload) {
-    const decoded = unpackr.unpackMultiple(payload)
-    const requests = decoded.length === 1 && Array.isArray(decoded[0]) ? decoded[0] : decoded
-    const reply = JSON.parse(await this.inner.rpcJson(JSON.stringify(requests)))
-    if (!reply.stream) return packr.pack(reply.messages)
-    return new ReadableStream({
-      start(controller) {
-        for (const message of reply.messages) controller.enqueue(packr.pack([message]))
-        controller.close()
-      },
-    })
-  }
-}
+export const SyncBackendDO = makeSyncBackendDO(RustSyncBackendDO)

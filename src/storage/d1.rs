@@ -1,11 +1,10 @@
 //! Event logs in D1, one `eventlog_7_<storeId>` table per store.
 
-use super::sql::{self, SqlValue, Statement};
-use crate::livestore::event::{EventEncoded, StoredEvent};
+use super::sql::{self, CountRow, EventRow, MaxRow, SqlValue, Statement};
+use crate::livestore::event::StoredEvent;
 use crate::livestore::store_id::StoreId;
 use crate::stream::{LogStorage, SeqNum, StorageError};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use std::cell::Cell;
 use wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement};
@@ -23,28 +22,6 @@ pub struct D1EventLog {
 struct Owner {
     #[serde(rename = "storeId")]
     store_id: String,
-}
-
-#[derive(Deserialize)]
-struct MaxRow {
-    m: Option<f64>,
-}
-
-#[derive(Deserialize)]
-struct CountRow {
-    c: f64,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Row {
-    seq_num: f64,
-    parent_seq_num: f64,
-    name: String,
-    args: Option<String>,
-    created_at: String,
-    client_id: String,
-    session_id: String,
 }
 
 fn d1_error(context: &str) -> impl Fn(worker::Error) -> StorageError + '_ {
@@ -137,10 +114,6 @@ impl D1EventLog {
     }
 }
 
-fn seq(value: f64, column: &str) -> Result<SeqNum, StorageError> {
-    SeqNum::from_f64(value).ok_or_else(|| StorageError(format!("invalid {column} {value} in D1")))
-}
-
 impl LogStorage for D1EventLog {
     type Entry = StoredEvent;
 
@@ -151,7 +124,7 @@ impl LogStorage for D1EventLog {
             .first(None)
             .await
             .map_err(d1_error("max"))?;
-        row.and_then(|r| r.m).map(|m| seq(m, "seqNum")).transpose()
+        row.map_or(Ok(None), MaxRow::into_seq)
     }
 
     async fn append(&self, entries: &[StoredEvent]) -> Result<(), StorageError> {
@@ -181,7 +154,7 @@ impl LogStorage for D1EventLog {
             .first(None)
             .await
             .map_err(d1_error("count"))?;
-        Ok(row.map(|r| r.c.max(0.0) as u64).unwrap_or(0))
+        Ok(row.map_or(0, CountRow::into_count))
     }
 
     async fn read_range(
@@ -203,26 +176,7 @@ impl LogStorage for D1EventLog {
             .all()
             .await
             .map_err(d1_error("read"))?;
-        let rows: Vec<Row> = result.results().map_err(d1_error("decode rows"))?;
-        rows.into_iter()
-            .map(|r| {
-                let args = r
-                    .args
-                    .map(RawValue::from_string)
-                    .transpose()
-                    .map_err(|e| StorageError(format!("invalid args JSON in D1: {e}")))?;
-                Ok(StoredEvent {
-                    event: EventEncoded {
-                        name: r.name,
-                        args,
-                        seq_num: seq(r.seq_num, "seqNum")?,
-                        parent_seq_num: seq(r.parent_seq_num, "parentSeqNum")?,
-                        client_id: r.client_id,
-                        session_id: r.session_id,
-                    },
-                    created_at: r.created_at,
-                })
-            })
-            .collect()
+        let rows: Vec<EventRow> = result.results().map_err(d1_error("decode rows"))?;
+        rows.into_iter().map(EventRow::into_event).collect()
     }
 }

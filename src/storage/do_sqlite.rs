@@ -1,12 +1,11 @@
 //! The Durable Object's own SQLite: the head checkpoint (`context_7`, as the TypeScript
 //! server keeps it) and, when chosen, the store's event log (`eventlog_7_<storeId>`).
 
-use super::sql::{self, SqlValue, CREATE_CONTEXT};
-use crate::livestore::event::{EventEncoded, StoredEvent};
+use super::sql::{self, CountRow, EventRow, MaxRow, SqlValue, CREATE_CONTEXT};
+use crate::livestore::event::StoredEvent;
 use crate::livestore::store_id::StoreId;
 use crate::stream::{HeadCheckpoint, LogStorage, SeqNum, StorageError};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
@@ -118,28 +117,6 @@ pub struct DoSqliteEventLog {
     ready: Cell<bool>,
 }
 
-#[derive(Deserialize)]
-struct MaxRow {
-    m: Option<f64>,
-}
-
-#[derive(Deserialize)]
-struct CountRow {
-    c: f64,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Row {
-    seq_num: f64,
-    parent_seq_num: f64,
-    name: String,
-    args: Option<String>,
-    created_at: String,
-    client_id: String,
-    session_id: String,
-}
-
 fn to_sql(value: &SqlValue) -> SqlStorageValue {
     match value {
         SqlValue::Null => SqlStorageValue::Null,
@@ -147,11 +124,6 @@ fn to_sql(value: &SqlValue) -> SqlStorageValue {
         SqlValue::Integer(i) => SqlStorageValue::from(*i as i64),
         SqlValue::Text(s) => SqlStorageValue::from(s.as_str()),
     }
-}
-
-fn seq(value: f64, column: &str) -> Result<SeqNum, StorageError> {
-    SeqNum::from_f64(value)
-        .ok_or_else(|| StorageError(format!("invalid {column} {value} in DO SQLite")))
 }
 
 impl DoSqliteEventLog {
@@ -195,11 +167,7 @@ impl LogStorage for DoSqliteEventLog {
 
     async fn max_seq(&self) -> Result<Option<SeqNum>, StorageError> {
         let rows: Vec<MaxRow> = self.query(&sql::select_max_seq(&self.table), &[])?;
-        rows.into_iter()
-            .next()
-            .and_then(|r| r.m)
-            .map(|m| seq(m, "seqNum"))
-            .transpose()
+        rows.into_iter().next().map_or(Ok(None), MaxRow::into_seq)
     }
 
     async fn append(&self, entries: &[StoredEvent]) -> Result<(), StorageError> {
@@ -242,7 +210,7 @@ impl LogStorage for DoSqliteEventLog {
                 SqlValue::Integer(upto.get()),
             ],
         )?;
-        Ok(rows.first().map(|r| r.c.max(0.0) as u64).unwrap_or(0))
+        Ok(rows.into_iter().next().map_or(0, CountRow::into_count))
     }
 
     async fn read_range(
@@ -251,7 +219,7 @@ impl LogStorage for DoSqliteEventLog {
         upto: SeqNum,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StorageError> {
-        let rows: Vec<Row> = self.query(
+        let rows: Vec<EventRow> = self.query(
             &sql::read_range(&self.table),
             &[
                 SqlValue::Integer(after.get()),
@@ -259,24 +227,6 @@ impl LogStorage for DoSqliteEventLog {
                 SqlValue::Integer(limit as u64),
             ],
         )?;
-        rows.into_iter()
-            .map(|r| {
-                let args =
-                    r.args.map(RawValue::from_string).transpose().map_err(|e| {
-                        StorageError(format!("invalid args JSON in DO SQLite: {e}"))
-                    })?;
-                Ok(StoredEvent {
-                    event: EventEncoded {
-                        name: r.name,
-                        args,
-                        seq_num: seq(r.seq_num, "seqNum")?,
-                        parent_seq_num: seq(r.parent_seq_num, "parentSeqNum")?,
-                        client_id: r.client_id,
-                        session_id: r.session_id,
-                    },
-                    created_at: r.created_at,
-                })
-            })
-            .collect()
+        rows.into_iter().map(EventRow::into_event).collect()
     }
 }

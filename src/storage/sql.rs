@@ -1,7 +1,10 @@
 //! SQL statements for LiveStore event logs, byte-compatible with `@livestore/sync-cf` 0.4.0
 //! (same table names, DDL and column meanings), so either server reads the other's data.
 
-use crate::livestore::event::StoredEvent;
+use crate::livestore::event::{EventEncoded, StoredEvent};
+use crate::stream::{SeqNum, StorageError};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 /// Columns per inserted row.
 const INSERT_COLUMNS: usize = 7;
@@ -104,6 +107,73 @@ pub const ROW_COLUMNS: [&str; 7] = [
     "sessionId",
 ];
 
+/// A row of [`read_range`], as the engines return it (numbers arrive as JS numbers).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventRow {
+    seq_num: f64,
+    parent_seq_num: f64,
+    name: String,
+    args: Option<String>,
+    created_at: String,
+    client_id: String,
+    session_id: String,
+}
+
+/// The row of [`select_max_seq`].
+#[derive(Debug, Deserialize)]
+pub struct MaxRow {
+    m: Option<f64>,
+}
+
+/// The row of [`count_range`].
+#[derive(Debug, Deserialize)]
+pub struct CountRow {
+    c: f64,
+}
+
+fn seq_column(value: f64, column: &str) -> Result<SeqNum, StorageError> {
+    SeqNum::from_f64(value)
+        .ok_or_else(|| StorageError(format!("invalid {column} {value} in the event log")))
+}
+
+impl EventRow {
+    /// The stored event; fails on values no server writes (unsafe integers, invalid JSON).
+    pub fn into_event(self) -> Result<StoredEvent, StorageError> {
+        let args = self
+            .args
+            .map(RawValue::from_string)
+            .transpose()
+            .map_err(|e| StorageError(format!("invalid args JSON in the event log: {e}")))?;
+        Ok(StoredEvent {
+            event: EventEncoded {
+                name: self.name,
+                args,
+                seq_num: seq_column(self.seq_num, "seqNum")?,
+                parent_seq_num: seq_column(self.parent_seq_num, "parentSeqNum")?,
+                client_id: self.client_id,
+                session_id: self.session_id,
+            },
+            created_at: self.created_at,
+        })
+    }
+}
+
+impl MaxRow {
+    /// The highest sequence number, `None` for an empty log.
+    pub fn into_seq(self) -> Result<Option<SeqNum>, StorageError> {
+        self.m.map(|m| seq_column(m, "seqNum")).transpose()
+    }
+}
+
+impl CountRow {
+    /// The count.
+    pub fn into_count(self) -> u64 {
+        // COUNT(*) is a non-negative integer.
+        self.c.max(0.0) as u64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +221,34 @@ mod tests {
                 SqlValue::Text("s".into()),
             ]
         );
+    }
+
+    #[test]
+    fn rows_decode_into_events() {
+        let row: EventRow = serde_json::from_value(serde_json::json!({
+            "seqNum": 3.0, "parentSeqNum": 2.0, "name": "n", "args": "{\"a\":1}",
+            "createdAt": "T", "clientId": "c", "sessionId": "s"
+        }))
+        .unwrap();
+        let event = row.into_event().unwrap();
+        assert_eq!(event.event.seq_num.get(), 3);
+        assert_eq!(event.args_text(), Some(r#"{"a":1}"#));
+        let bad: EventRow = serde_json::from_value(serde_json::json!({
+            "seqNum": 1.5, "parentSeqNum": 0.0, "name": "n", "args": null,
+            "createdAt": "T", "clientId": "c", "sessionId": "s"
+        }))
+        .unwrap();
+        assert!(bad.into_event().is_err());
+        let broken: EventRow = serde_json::from_value(serde_json::json!({
+            "seqNum": 1.0, "parentSeqNum": 0.0, "name": "n", "args": "{nope",
+            "createdAt": "T", "clientId": "c", "sessionId": "s"
+        }))
+        .unwrap();
+        assert!(broken.into_event().is_err());
+        let empty: MaxRow = serde_json::from_value(serde_json::json!({"m": null})).unwrap();
+        assert_eq!(empty.into_seq(), Ok(None));
+        let count: CountRow = serde_json::from_value(serde_json::json!({"c": 4.0})).unwrap();
+        assert_eq!(count.into_count(), 4);
     }
 
     #[test]
