@@ -69,7 +69,7 @@ unit:
 # The end-to-end suite starts its own wrangler dev instances on fresh state and stops them.
 # It runs twice: everything with D1 storage, then the storage-dependent files with DO SQLite
 # (hooks.test.mjs drives the example Worker, which always uses DO SQLite).
-E2E_DO_SQLITE := test/ws-sync.test.mjs test/restart.test.mjs test/bad-input.test.mjs test/http-sync.test.mjs test/transports-cors.test.mjs
+E2E_DO_SQLITE := test/ws-sync.test.mjs test/restart.test.mjs test/bad-input.test.mjs test/http-sync.test.mjs test/transports-cors.test.mjs test/do-rpc.test.mjs
 E2E_REPORTS := ../.wrangler/test-logs/vitest-d1.json ../.wrangler/test-logs/vitest-do-sqlite.json
 
 e2e: worker example-token-auth

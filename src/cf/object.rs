@@ -13,10 +13,10 @@ use crate::livestore::route::{upgrade_rejection, Route};
 use crate::livestore::store_id::StoreId;
 use crate::livestore::sync::{backend_id_from_random, SyncBackend, BACKEND_ID_LEN};
 use crate::livestore::wire::{
-    decode_client_message, encode_chunk, encode_defect, encode_do_rpc_reply, encode_failure,
-    encode_stream_end, encode_success, with_rpc_request_id, ClientMessage, DecodeError, Defect,
-    PullRequest, PushRequest, RequestId, Rpc, SyncError, CLOSE_MESSAGE_TOO_BIG, HTTP_PONG_VALUE,
-    MAX_FRAME_BYTES, PING, PONG, PUSH_ACK_VALUE,
+    decode_client_message, encode_chunk, encode_defect, encode_die, encode_do_rpc_reply,
+    encode_failure, encode_stream_end, encode_success, with_rpc_request_id, ClientMessage,
+    DecodeError, Defect, PullRequest, PushRequest, RequestId, Rpc, SyncError,
+    CLOSE_MESSAGE_TOO_BIG, HTTP_PONG_VALUE, MAX_FRAME_BYTES, PING, PONG, PUSH_ACK_VALUE,
 };
 use crate::storage::d1::D1EventLog;
 use crate::storage::do_sqlite::{ContextRow, DoSqliteEventLog};
@@ -330,6 +330,10 @@ impl SyncBackendObject {
                 Ok(_) => continue, // acks and interrupts mean nothing here
                 Err(DecodeError::InvalidPayload { id, rpc, message }) => {
                     messages.push(invalid_request(&id, &rpc, &message));
+                    continue;
+                }
+                Err(DecodeError::UnknownRpc { id, tag }) => {
+                    messages.push(encode_die(&id, &format!("Unknown request tag: {tag}")));
                     continue;
                 }
                 Err(e) => {

@@ -175,9 +175,10 @@ pub enum DecodeError {
     /// Not JSON, or not an Effect RPC message at all: a connection-level `Defect`.
     #[error("{0}")]
     Malformed(String),
-    /// A request naming an RPC this transport does not have: a `Defect`, like Effect's server.
-    #[error("Unknown request tag: {0}")]
-    UnknownRpc(String),
+    /// A request naming an RPC this transport does not have: a `Defect` on sockets and HTTP,
+    /// like Effect's server; a dying `Exit` of that request over DO-RPC, like LiveStore's.
+    #[error("Unknown request tag: {tag}")]
+    UnknownRpc { id: RequestId, tag: String },
     /// A known RPC with an invalid payload: a failed `Exit` for that request.
     #[error("invalid {rpc} payload: {message}")]
     InvalidPayload {
@@ -239,7 +240,12 @@ pub fn decode_client_message(
                 (Transport::Http, "SyncHttpRpc.Ping") | (Transport::DoRpc, "SyncDoRpc.Ping") => {
                     Rpc::Ping(serde_json::from_str(payload).map_err(invalid)?)
                 }
-                (_, other) => return Err(DecodeError::UnknownRpc(short(other))),
+                (_, other) => {
+                    return Err(DecodeError::UnknownRpc {
+                        id,
+                        tag: short(other),
+                    })
+                }
             };
             Ok(ClientMessage::Request { id, rpc })
         }
@@ -342,6 +348,20 @@ pub fn encode_success(id: &RequestId, value_json: &str) -> String {
 pub fn encode_failure(id: &RequestId, error: &SyncError) -> String {
     let error = serde_json::to_string(error).unwrap_or_else(|_| "null".into());
     let cause = format!(r#"{{"_tag":"Fail","error":{error}}}"#);
+    let cause = match id.flavor() {
+        Flavor::Effect3 => cause,
+        Flavor::Effect4 => format!("[{cause}]"),
+    };
+    format!(
+        r#"{{"_tag":"Exit","requestId":{},"exit":{{"_tag":"Failure","cause":{cause}}}}}"#,
+        id.to_json()
+    )
+}
+
+/// A request that died with `message` (a `Die` cause), failing only that request.
+pub fn encode_die(id: &RequestId, message: &str) -> String {
+    let defect = serde_json::to_string(message).unwrap_or_else(|_| "\"\"".into());
+    let cause = format!(r#"{{"_tag":"Die","defect":{defect}}}"#);
     let cause = match id.flavor() {
         Flavor::Effect3 => cause,
         Flavor::Effect4 => format!("[{cause}]"),
@@ -518,17 +538,23 @@ mod tests {
             decode(json!({"_tag":"Ack"})),
             Err(DecodeError::Malformed(_))
         ));
-        assert_eq!(
+        let unknown =
             decode(json!({"_tag":"Request","id":"1","tag":"SyncWsRpc.Bogus","payload":{}}))
-                .unwrap_err(),
-            DecodeError::UnknownRpc("SyncWsRpc.Bogus".into())
+                .unwrap_err();
+        assert_eq!(
+            unknown,
+            DecodeError::UnknownRpc {
+                id: RequestId::Text("1".into()),
+                tag: "SyncWsRpc.Bogus".into()
+            }
         );
+        assert_eq!(unknown.to_string(), "Unknown request tag: SyncWsRpc.Bogus");
         // HTTP RPCs are not WebSocket RPCs and the other way round.
         assert!(matches!(
             decode(
                 json!({"_tag":"Request","id":"1","tag":"SyncHttpRpc.Ping","payload":{"storeId":"s"}})
             ),
-            Err(DecodeError::UnknownRpc(_))
+            Err(DecodeError::UnknownRpc { .. })
         ));
         assert!(matches!(
             decode(
@@ -625,8 +651,23 @@ mod tests {
         let ws = json!({"_tag":"Request","id":"5","tag":"SyncWsRpc.Pull","payload":{}});
         assert!(matches!(
             decode_client_message(&ws.to_string(), Transport::DoRpc),
-            Err(DecodeError::UnknownRpc(_))
+            Err(DecodeError::UnknownRpc { .. })
         ));
+    }
+
+    #[test]
+    fn dying_requests() {
+        assert_eq!(
+            as_json(&encode_die(
+                &RequestId::Text("2".into()),
+                "Unknown request tag: X"
+            )),
+            json!({"_tag":"Exit","requestId":"2","exit":{"_tag":"Failure","cause":{"_tag":"Die","defect":"Unknown request tag: X"}}})
+        );
+        assert_eq!(
+            as_json(&encode_die(&RequestId::Number(2), "x"))["exit"]["cause"],
+            json!([{"_tag":"Die","defect":"x"}])
+        );
     }
 
     #[test]

@@ -228,7 +228,8 @@ const runSqliteHelper = (input) =>
  *
  * @param {object} opts
  * @param {string} opts.name  picks the persist dir and log file
- * @param {string} [opts.config]  wrangler config relative to ROOT (e.g. `examples/token-auth/wrangler.toml`);
+ * @param {string} [opts.config]  wrangler config relative to ROOT (e.g. `examples/token-auth/wrangler.toml`) or absolute
+ *   (e.g. DO_RPC_TEST_CONFIG);
  *   default: ROOT's wrangler.toml, the default worker. Wrangler runs in the config's directory.
  * @param {Record<string, string>} [opts.vars]  passed as `wrangler dev --var NAME:VALUE`
  * @param {'d1' | 'do-sqlite'} [opts.storage]  where the worker keeps event logs. For the default worker it
@@ -407,6 +408,20 @@ export const startWorker = async ({ name, config, vars = {}, storage }) => {
     logSince,
   }
 }
+
+/**
+ * wrangler config of the DO-RPC test Worker (test/do-rpc/): the project's Rust Worker and sync Durable
+ * Object plus a JS client Durable Object (TestClientDO) that syncs with the real `makeDoRpcSync`.
+ */
+export const DO_RPC_TEST_CONFIG = path.join(CLIENT_TS_DIR, 'test', 'do-rpc', 'wrangler.toml')
+
+/**
+ * Starts the DO-RPC test Worker (see DO_RPC_TEST_CONFIG). Like the default worker, its event logs go
+ * where `storage` says (default E2E_STORAGE), passed as `--var SYNC_STORAGE:<storage>`.
+ * Its TestClientDO endpoints are under `<url>/__test/client/<name>/` (see test/support/client-do.mjs).
+ */
+export const startDoRpcWorker = ({ name, storage = E2E_STORAGE, vars = {} }) =>
+  startWorker({ name, config: DO_RPC_TEST_CONFIG, storage, vars: { SYNC_STORAGE: storage, ...vars } })
 
 /** Event-log table of a store (same as util.mjs's eventlogTable; repeated here to keep the modules independent). */
 const eventlogTableName = (storeId) => `eventlog_7_${storeId.replaceAll(/[^a-zA-Z0-9]/g, '_')}`
