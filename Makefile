@@ -22,7 +22,7 @@ NPM_STAMP := client-ts/node_modules/.setup-stamp
 EXAMPLE := examples/token-auth
 EXAMPLE_SOURCES := $(shell find $(EXAMPLE)/src -name '*.rs') $(EXAMPLE)/Cargo.toml
 
-.PHONY: dev test setup tools npm worker example-token-auth deploy-check lint unit e2e clean
+.PHONY: dev test setup tools npm worker example-token-auth deploy-check lint unit e2e conformance bench-streams clean
 
 setup: tools npm
 
@@ -81,7 +81,22 @@ e2e: worker example-token-auth
 	  node scripts/summary.mjs $(E2E_REPORTS); s3=$$?; \
 	  exit $$((s1 | s2 | s3))
 
-test: setup lint unit deploy-check e2e
+# The official Durable Streams conformance suite (conformance/, pinned npm packages) against
+# the Worker under wrangler dev on fresh state; prints the suite's counts per group.
+CONFORMANCE_STAMP := conformance/node_modules/.setup-stamp
+
+$(CONFORMANCE_STAMP): conformance/package.json
+	cd conformance && npm install --no-audit --no-fund
+	@touch $@
+
+conformance: $(CONFORMANCE_STAMP) worker
+	node conformance/run.mjs
+
+# Durable Streams benchmark (prints figures; not part of the tests).
+bench-streams: setup worker
+	node bench/streams.mjs
+
+test: setup lint unit deploy-check e2e conformance
 
 clean:
 	rm -rf build target .wrangler client-ts/node_modules

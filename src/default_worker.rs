@@ -20,6 +20,9 @@ fn var(env: &Env, name: &str) -> Option<String> {
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    if crate::cf::streams::is_stream_path(&req.path()) {
+        return crate::cf::streams::worker_fetch(req, &env).await;
+    }
     let cors = var(&env, "SYNC_CORS").is_some_and(|v| v.trim() == "true");
     SyncWorker::new(WorkerOptions::new().enable_cors(cors))
         .fetch(req, &env)
@@ -103,5 +106,23 @@ impl SyncBackendDO {
                 &[encode_defect(&format!("Invalid configuration: {message}"))],
             ),
         }
+    }
+}
+
+/// The Durable Streams stream object, bound as `STREAMS`: one per stream path.
+#[durable_object]
+pub struct StreamObject(crate::cf::streams::StreamsObject);
+
+impl DurableObject for StreamObject {
+    fn new(state: State, env: Env) -> Self {
+        StreamObject(crate::cf::streams::StreamsObject::new(state, env))
+    }
+
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        self.0.fetch(req).await
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        self.0.alarm().await
     }
 }

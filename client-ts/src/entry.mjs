@@ -3,8 +3,27 @@
 // as a class that extends DurableObject (see sync-backend-do.mjs), so it can also serve JS
 // RPC methods (`rpc`, for DO-RPC clients).
 import { makeSyncBackendDO } from './sync-backend-do.mjs'
+import { DurableObject } from 'cloudflare:workers'
+import { StreamObject as RustStreamObject } from '../../build/index.js'
 import RustWorker, { SyncBackendDO as RustSyncBackendDO } from '../../build/index.js'
 
 export default RustWorker
 
 export const SyncBackendDO = makeSyncBackendDO(RustSyncBackendDO)
+
+// The Durable Streams stream object (`STREAMS`, one per `/v1/stream/*` path), forwarded to
+// the Rust class the same way.
+export class StreamObject extends DurableObject {
+  constructor(ctx, env) {
+    super(ctx, env)
+    this.inner = new RustStreamObject(ctx, env)
+  }
+
+  fetch(request) {
+    return this.inner.fetch(request)
+  }
+
+  alarm() {
+    return this.inner.alarm()
+  }
+}

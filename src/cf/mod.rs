@@ -34,6 +34,7 @@
 //! ```
 
 mod object;
+pub mod streams;
 mod subscriptions;
 mod worker;
 

@@ -129,6 +129,30 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Formats milliseconds since the Unix epoch as RFC 3339 in UTC with milliseconds
+/// (`2024-10-09T00:00:00.000Z`), the form `Stream-Expires-At` is echoed in.
+pub fn format_rfc3339_ms(unix_ms: i64) -> String {
+    let days = unix_ms.div_euclid(86_400_000);
+    let ms_of_day = unix_ms.rem_euclid(86_400_000);
+    // Civil date from days since 1970-01-01 (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        ms_of_day / 3_600_000,
+        ms_of_day / 60_000 % 60,
+        ms_of_day / 1_000 % 60,
+        ms_of_day % 1_000
+    )
+}
+
 /// `Stream-Closed` counts only when it is `true`, in any case; anything else is absent.
 pub fn is_closed_flag(value: Option<&str>) -> bool {
     value.is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
@@ -228,6 +252,22 @@ mod tests {
             parse_expiry(None, Some("soon")),
             Err(HeaderError::ExpiresAt)
         );
+    }
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(format_rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            format_rfc3339_ms(1_728_432_000_500),
+            "2024-10-09T00:00:00.500Z"
+        );
+        assert_eq!(
+            format_rfc3339_ms(951_825_600_000),
+            "2000-02-29T12:00:00.000Z"
+        );
+        for ms in [0, 951_825_600_000, 1_728_432_000_123, 4_102_444_800_999] {
+            assert_eq!(parse_rfc3339_ms(&format_rfc3339_ms(ms)), Some(ms));
+        }
     }
 
     #[test]

@@ -6,25 +6,8 @@ use crate::livestore::event::StoredEvent;
 use crate::livestore::store_id::StoreId;
 use crate::stream::{HeadCheckpoint, LogStorage, SeqNum, StorageError};
 use serde::Deserialize;
-use std::cell::{Cell, RefCell};
-use std::rc::Rc;
-use wasm_bindgen::prelude::*;
-use worker::worker_sys::DurableObjectStorage;
+use std::cell::Cell;
 use worker::{SqlStorage, SqlStorageValue, Storage};
-
-#[wasm_bindgen]
-extern "C" {
-    /// `ctx.storage`, seen through the one method workers-rs does not wrap.
-    #[wasm_bindgen(extends = js_sys::Object)]
-    type TransactionalStorage;
-
-    /// `ctx.storage.transactionSync(fn)`: runs `fn` in a transaction, rolled back if it throws.
-    #[wasm_bindgen(method, catch, js_name = transactionSync)]
-    fn transaction_sync(
-        this: &TransactionalStorage,
-        body: &js_sys::Function,
-    ) -> Result<JsValue, JsValue>;
-}
 
 /// One store's `context_7` row.
 pub struct ContextRow {
@@ -174,32 +157,15 @@ impl LogStorage for DoSqliteEventLog {
         self.ensure_ready()?;
         let statements = sql::insert_events(&self.table, entries);
         let sql = self.sql.clone();
-        let failure: Rc<RefCell<Option<String>>> = Rc::default();
-        let failed = failure.clone();
         // All inserts in one transaction: a failing statement rolls back the whole batch.
-        let body = Closure::once(move || -> Result<JsValue, JsValue> {
+        super::transaction::transaction(&self.storage, move || {
             for statement in &statements {
                 let params: Vec<SqlStorageValue> = statement.params.iter().map(to_sql).collect();
-                if let Err(e) = sql.exec(&statement.sql, params) {
-                    *failed.borrow_mut() = Some(e.to_string());
-                    return Err(JsValue::from_str("insert failed"));
-                }
+                sql.exec(&statement.sql, params)
+                    .map_err(|e| StorageError(format!("DO SQLite insert: {e}")))?;
             }
-            Ok(JsValue::UNDEFINED)
-        });
-        let storage: &DurableObjectStorage = self.storage.as_raw();
-        let result = storage
-            .unchecked_ref::<TransactionalStorage>()
-            .transaction_sync(body.as_ref().unchecked_ref());
-        let failure = failure.borrow_mut().take();
-        match (result, failure) {
-            (Ok(_), None) => Ok(()),
-            (_, Some(message)) => Err(StorageError(format!("DO SQLite insert: {message}"))),
-            (Err(e), None) => Err(StorageError(format!(
-                "DO SQLite transaction: {}",
-                e.as_string().unwrap_or_else(|| "failed".into())
-            ))),
-        }
+            Ok(())
+        })
     }
 
     async fn count_range(&self, after: SeqNum, upto: SeqNum) -> Result<u64, StorageError> {

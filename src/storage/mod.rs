@@ -11,3 +11,7 @@ pub mod d1;
 pub mod do_sqlite;
 #[cfg(target_arch = "wasm32")]
 pub mod engine;
+#[cfg(target_arch = "wasm32")]
+pub mod stream_sqlite;
+#[cfg(target_arch = "wasm32")]
+pub mod transaction;

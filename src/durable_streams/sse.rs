@@ -1,0 +1,139 @@
+//! Server-sent events framing and the base64 used for binary SSE data (and for shipping
+//! message bytes between Durable Objects as JSON).
+
+/// One `data` event: every line of `payload` (split on CR, LF and CRLF) becomes its own
+/// `data:` line, so a payload cannot end the event or start a forged one.
+pub fn data_event(payload: &str) -> String {
+    let mut out = String::with_capacity(payload.len() + 32);
+    out.push_str("event: data\n");
+    for line in split_lines(payload) {
+        out.push_str("data:");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push('\n');
+    out
+}
+
+/// One `control` event carrying `json` (a single-line JSON object).
+pub fn control_event(json: &str) -> String {
+    format!("event: control\ndata:{json}\n\n")
+}
+
+fn split_lines(text: &str) -> Vec<&str> {
+    let mut lines = Vec::new();
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes.get(i) {
+            Some(b'\r') => {
+                lines.push(text.get(start..i).unwrap_or_default());
+                i += if bytes.get(i + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
+                start = i;
+            }
+            Some(b'\n') => {
+                lines.push(text.get(start..i).unwrap_or_default());
+                i += 1;
+                start = i;
+            }
+            _ => i += 1,
+        }
+    }
+    lines.push(text.get(start..).unwrap_or_default());
+    lines
+}
+
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding.
+pub fn base64_encode(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    let symbol = |index: u32| char::from(ALPHABET[(index & 63) as usize]);
+    for chunk in data.chunks(3) {
+        let b0 = u32::from(chunk.first().copied().unwrap_or(0));
+        let b1 = u32::from(chunk.get(1).copied().unwrap_or(0));
+        let b2 = u32::from(chunk.get(2).copied().unwrap_or(0));
+        let n = (b0 << 16) | (b1 << 8) | b2;
+        out.push(symbol(n >> 18));
+        out.push(symbol(n >> 12));
+        out.push(if chunk.len() > 1 { symbol(n >> 6) } else { '=' });
+        out.push(if chunk.len() > 2 { symbol(n) } else { '=' });
+    }
+    out
+}
+
+/// Decodes standard padded base64; `None` if it is not.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let bytes = text.as_bytes();
+    if !bytes.len().is_multiple_of(4) {
+        return None;
+    }
+    let value = |c: u8| -> Option<u32> {
+        ALPHABET
+            .iter()
+            .position(|&a| a == c)
+            .and_then(|p| u32::try_from(p).ok())
+    };
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    let quads = bytes.chunks(4).count();
+    for (index, quad) in bytes.chunks(4).enumerate() {
+        let last = index + 1 == quads;
+        let pad = quad.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || (pad > 0 && !last) {
+            return None;
+        }
+        let mut n = 0u32;
+        for (i, &c) in quad.iter().enumerate() {
+            let v = if i >= 4 - pad { 0 } else { value(c)? };
+            n = (n << 6) | v;
+        }
+        let [_, a, b, c] = n.to_be_bytes();
+        out.push(a);
+        if pad < 2 {
+            out.push(b);
+        }
+        if pad < 1 {
+            out.push(c);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_lines_safely() {
+        assert_eq!(data_event("hello"), "event: data\ndata:hello\n\n");
+        assert_eq!(
+            data_event("a\r\n\r\nevent: control\rb\nc"),
+            "event: data\ndata:a\ndata:\ndata:event: control\ndata:b\ndata:c\n\n"
+        );
+        assert_eq!(data_event(""), "event: data\ndata:\n\n");
+        assert_eq!(
+            control_event(r#"{"x":1}"#),
+            "event: control\ndata:{\"x\":1}\n\n"
+        );
+    }
+
+    #[test]
+    fn base64_round_trips() {
+        assert_eq!(base64_encode(b"Hello"), "SGVsbG8=");
+        assert_eq!(base64_encode(b""), "");
+        assert_eq!(base64_encode(&[0xff, 0xfe, 0xfd]), "//79");
+        assert_eq!(base64_encode(b"ab"), "YWI=");
+        for len in 0..40u8 {
+            let data: Vec<u8> = (0..len).map(|i| i.wrapping_mul(37)).collect();
+            assert_eq!(base64_decode(&base64_encode(&data)), Some(data));
+        }
+        assert_eq!(base64_decode("abc"), None);
+        assert_eq!(base64_decode("a=bc"), None);
+        assert_eq!(base64_decode("YQ==YQ=="), None);
+    }
+}
