@@ -13,10 +13,10 @@ import { eventsOf, openClient } from './support/livestore-client.mjs'
 import { RawSocket, newRequestId, pushRequest, wsSyncUrl } from './support/raw-ws.mjs'
 import { isIsoTimestamp, makeEvents, normalizeEvent, sleep, storedRows, uniqueStoreId } from './support/util.mjs'
 import { startDoRpcWorker } from './support/worker.mjs'
+import { expectWellFormedPages } from './support/pages.mjs'
 
 // restarts re-run wrangler's [build] step (normally a quick no-op) and the worker start-up
 const RESTART_TEST_TIMEOUT_MS = 300_000
-const MAX_EVENTS_PER_MESSAGE = 100
 const BINDING = 'TEST_CLIENT_DO'
 const SUBSCRIPTIONS = 'do_rpc_subscriptions'
 
@@ -63,21 +63,6 @@ const livePullResponse = (events, backendId) => ({
   backendId,
 })
 
-/** Asserts a finished pull's pages: only the last is NoMore, `remaining` counts down, ≤100 events each. */
-const expectWellFormedPages = (pages, total) => {
-  expect(pages.length).toBeGreaterThan(0)
-  let delivered = 0
-  pages.forEach((page, i) => {
-    expect(page.batch.length).toBeLessThanOrEqual(MAX_EVENTS_PER_MESSAGE)
-    delivered += page.batch.length
-    if (i === pages.length - 1) expect(page.pageInfo).toEqual({ _tag: 'NoMore' })
-    else {
-      expect(page.batch.length).toBeGreaterThan(0)
-      expect(page.pageInfo).toEqual({ _tag: 'MoreKnown', remaining: total - delivered })
-    }
-  })
-  expect(delivered).toBe(total)
-}
 
 beforeAll(async () => {
   worker = await startDoRpcWorker({ name: 'do-rpc' })

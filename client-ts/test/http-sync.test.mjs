@@ -23,9 +23,8 @@ import {
   uniqueStoreId,
 } from './support/util.mjs'
 import { E2E_STORAGE, startWorker } from './support/worker.mjs'
+import { expectWellFormedPages, MAX_EVENTS_PER_MESSAGE, MAX_PAYLOAD_BYTES } from './support/pages.mjs'
 
-const MAX_EVENTS_PER_MESSAGE = 100
-const MAX_PAYLOAD_BYTES = 900_000
 const POLL_MS = 300
 
 let worker
@@ -40,22 +39,6 @@ const open = async (storeId, opts = {}) => {
 /** A real makeHttpSync client polling every POLL_MS on live pulls. */
 const openHttp = (storeId, opts = {}) => open(storeId, { transport: 'http', pollInterval: POLL_MS, ...opts })
 
-/** Asserts the page sequence of a finished pull: only the last page is NoMore, `remaining` counts down exactly. */
-const expectWellFormedPages = (pages, total) => {
-  expect(pages.length).toBeGreaterThan(0)
-  let delivered = 0
-  pages.forEach((page, i) => {
-    expect(page.batch.length).toBeLessThanOrEqual(MAX_EVENTS_PER_MESSAGE)
-    delivered += page.batch.length
-    if (i === pages.length - 1) {
-      expect(page.pageInfo).toEqual({ _tag: 'NoMore' })
-    } else {
-      expect(page.batch.length).toBeGreaterThan(0)
-      expect(page.pageInfo).toEqual({ _tag: 'MoreKnown', remaining: total - delivered })
-    }
-  })
-  expect(delivered).toBe(total)
-}
 
 /** Stored log rows as events (args parsed), for comparison with what was pushed. */
 const rowsAsEvents = (rows) =>

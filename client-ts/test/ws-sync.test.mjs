@@ -13,10 +13,8 @@ import {
   uniqueStoreId,
 } from './support/util.mjs'
 import { E2E_STORAGE, startWorker } from './support/worker.mjs'
+import { expectWellFormedPages, MAX_EVENTS_PER_MESSAGE, MAX_PAYLOAD_BYTES, MAX_FRAME_BYTES } from './support/pages.mjs'
 
-const MAX_EVENTS_PER_MESSAGE = 100
-const MAX_PAYLOAD_BYTES = 900_000
-const MAX_FRAME_BYTES = 1024 * 1024
 
 let worker
 let syncUrl
@@ -28,22 +26,6 @@ const open = async (storeId, opts = {}) => {
   return client
 }
 
-/** Asserts the page sequence of a finished pull: only the last page is NoMore, `remaining` counts down exactly. */
-const expectWellFormedPages = (pages, total) => {
-  expect(pages.length).toBeGreaterThan(0)
-  let delivered = 0
-  pages.forEach((page, i) => {
-    expect(page.batch.length).toBeLessThanOrEqual(MAX_EVENTS_PER_MESSAGE)
-    delivered += page.batch.length
-    if (i === pages.length - 1) {
-      expect(page.pageInfo).toEqual({ _tag: 'NoMore' })
-    } else {
-      expect(page.batch.length).toBeGreaterThan(0)
-      expect(page.pageInfo).toEqual({ _tag: 'MoreKnown', remaining: total - delivered })
-    }
-  })
-  expect(delivered).toBe(total)
-}
 
 beforeAll(async () => {
   worker = await startWorker({ name: 'ws-sync' })

@@ -347,23 +347,19 @@ pub fn encode_success(id: &RequestId, value_json: &str) -> String {
 /// A failed reply with a typed error (`Fail` cause).
 pub fn encode_failure(id: &RequestId, error: &SyncError) -> String {
     let error = serde_json::to_string(error).unwrap_or_else(|_| "null".into());
-    let cause = format!(r#"{{"_tag":"Fail","error":{error}}}"#);
-    let cause = match id.flavor() {
-        Flavor::Effect3 => cause,
-        Flavor::Effect4 => format!("[{cause}]"),
-    };
-    format!(
-        r#"{{"_tag":"Exit","requestId":{},"exit":{{"_tag":"Failure","cause":{cause}}}}}"#,
-        id.to_json()
-    )
+    encode_failed_exit(id, &format!(r#"{{"_tag":"Fail","error":{error}}}"#))
 }
 
 /// A request that died with `message` (a `Die` cause), failing only that request.
 pub fn encode_die(id: &RequestId, message: &str) -> String {
     let defect = serde_json::to_string(message).unwrap_or_else(|_| "\"\"".into());
-    let cause = format!(r#"{{"_tag":"Die","defect":{defect}}}"#);
+    encode_failed_exit(id, &format!(r#"{{"_tag":"Die","defect":{defect}}}"#))
+}
+
+/// A failed `Exit` with one cause: a tree for Effect 3, an array for Effect 4.
+fn encode_failed_exit(id: &RequestId, cause: &str) -> String {
     let cause = match id.flavor() {
-        Flavor::Effect3 => cause,
+        Flavor::Effect3 => cause.to_owned(),
         Flavor::Effect4 => format!("[{cause}]"),
     };
     format!(
