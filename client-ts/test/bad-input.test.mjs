@@ -4,38 +4,25 @@
 
 import { WebSocket } from 'ws'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { eventsOf, openClient } from './support/livestore-client.mjs'
+import { eventsOf, clientPool } from './support/livestore-client.mjs'
 import { RawSocket, newRequestId, pullRequest, pushRequest, wsSyncUrl } from './support/raw-ws.mjs'
-import { makeEvents, normalizeEvent, storedRows, uniqueStoreId } from './support/util.mjs'
+import { makeEvents, normalizeEvent, storedRows, uniqueStoreId, rawEvent } from './support/util.mjs'
 import { startWorker } from './support/worker.mjs'
 
 let worker
-const clients = []
+const clients = clientPool()
 
-const open = async (storeId) => {
-  const client = await openClient({ url: `${worker.url}/sync`, storeId })
-  clients.push(client)
-  return client
-}
+const open = (storeId) => clients.open({ url: `${worker.url}/sync`, storeId })
 
 beforeAll(async () => {
   worker = await startWorker({ name: 'bad-input' })
 })
 
 afterAll(async () => {
-  for (const c of clients) await c.close().catch(() => {})
+  await clients.closeAll()
   await worker?.stop()
 })
 
-const ev = (seqNum, parentSeqNum, extra = {}) => ({
-  name: 'todoCreated-v1',
-  args: { id: `bad${seqNum}` },
-  seqNum,
-  parentSeqNum,
-  clientId: 'raw-client',
-  sessionId: 'raw-session',
-  ...extra,
-})
 
 /** Pushes events 1..n with a real client; returns them. */
 const seed = async (storeId, n) => {
@@ -91,32 +78,32 @@ const wsCases = [
   {
     name: 'push batch with a seqNum gap (1 then 3) on an empty store',
     seed: 0,
-    build: (storeId, id) => pushRequest(id, storeId, [ev(1, 0), ev(3, 2)]),
+    build: (storeId, id) => pushRequest(id, storeId, [rawEvent(1, 0), rawEvent(3, 2)]),
     allowed: ['defect', 'failure', 'close'],
   },
   {
     name: 'push batch with a seqNum gap after the head (3 then 5)',
     seed: 2,
-    build: (storeId, id) => pushRequest(id, storeId, [ev(3, 2), ev(5, 4)]),
+    build: (storeId, id) => pushRequest(id, storeId, [rawEvent(3, 2), rawEvent(5, 4)]),
     allowed: ['defect', 'failure', 'close'],
   },
   {
     name: 'push batch repeating an already stored seqNum',
     seed: 2,
-    build: (storeId, id) => pushRequest(id, storeId, [ev(2, 2)]),
+    build: (storeId, id) => pushRequest(id, storeId, [rawEvent(2, 2)]),
     allowed: ['defect', 'failure', 'close'],
   },
   {
     name: 'push batch repeating a seqNum within the batch',
     seed: 2,
-    build: (storeId, id) => pushRequest(id, storeId, [ev(3, 2), ev(3, 2)]),
+    build: (storeId, id) => pushRequest(id, storeId, [rawEvent(3, 2), rawEvent(3, 2)]),
     allowed: ['defect', 'failure', 'close'],
   },
   {
     name: 'frame over 1 MiB',
     seed: 2,
     build: (storeId, id) =>
-      pushRequest(id, storeId, [ev(3, 2, { args: { id: 'huge', blob: 'x'.repeat(1_200_000) } })]),
+      pushRequest(id, storeId, [rawEvent(3, 2, { args: { id: 'huge', blob: 'x'.repeat(1_200_000) } })]),
     allowed: ['close'],
     closeCode: 1009,
   },

@@ -9,7 +9,7 @@
 
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { clientDo, recordedEvents } from './support/client-do.mjs'
-import { eventsOf, openClient } from './support/livestore-client.mjs'
+import { eventsOf, clientPool, openClient } from './support/livestore-client.mjs'
 import { RawSocket, newRequestId, pushRequest, wsSyncUrl } from './support/raw-ws.mjs'
 import { isIsoTimestamp, makeEvents, normalizeEvent, sleep, storedRows, uniqueStoreId } from './support/util.mjs'
 import { startDoRpcWorker } from './support/worker.mjs'
@@ -22,18 +22,11 @@ const SUBSCRIPTIONS = 'do_rpc_subscriptions'
 
 let worker
 let syncUrl
-const clients = []
+const clients = clientPool()
 
 /** A real LiveStore WS client (makeWsSync) on the test worker. */
-const openWs = async (storeId, opts = {}) => {
-  const client = await openClient({ url: syncUrl, storeId, ...opts })
-  clients.push(client)
-  return client
-}
+const openWs = (storeId, opts = {}) => clients.open({ url: syncUrl, storeId, ...opts })
 
-const closeWsClients = async () => {
-  for (const c of clients.splice(0)) await c.close().catch(() => {})
-}
 
 let clientCounter = 0
 /** A fresh TestClientDO (unique name, so a fresh object with empty storage). */
@@ -70,7 +63,7 @@ beforeAll(async () => {
 })
 
 afterAll(async () => {
-  await closeWsClients()
+  await clients.closeAll()
   await worker?.stop()
 })
 
@@ -583,7 +576,7 @@ describe('subscriptions across a restart', () => {
       await sub.waitForRecords((r) => r.length >= 1, { what: 'the call before the restart' })
       const rowsBefore = await subscriptions(storeId)
       expect(rowsBefore).toHaveLength(1)
-      await closeWsClients()
+      await clients.closeAll()
 
       await worker.restart()
 

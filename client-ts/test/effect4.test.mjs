@@ -5,7 +5,7 @@
 // Spoken by hand over a raw WebSocket and raw HTTP POSTs.
 
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { eventsOf, openClient } from './support/livestore-client.mjs'
+import { eventsOf, clientPool } from './support/livestore-client.mjs'
 import { httpPingRequest, httpPullRequest, httpPushRequest, httpRequest, httpSyncUrl, postRaw, rpc } from './support/raw-http.mjs'
 import { RawSocket, newRequestId, pullRequest, pushRequest, wsSyncUrl } from './support/raw-ws.mjs'
 import { makeEvents, normalizeEvent, sleep, storedRows, uniqueStoreId } from './support/util.mjs'
@@ -13,7 +13,7 @@ import { startWorker } from './support/worker.mjs'
 
 let worker
 const sockets = []
-const clients = []
+const clients = clientPool()
 
 // Effect 4 ids are numbers from a counter starting at 0; 0 itself is used by the first test.
 let numericId = 1
@@ -25,11 +25,7 @@ const openRaw = async (storeId) => {
   return raw
 }
 
-const openWs = async (storeId, opts = {}) => {
-  const client = await openClient({ url: `${worker.url}/sync`, storeId, ...opts })
-  clients.push(client)
-  return client
-}
+const openWs = (storeId, opts = {}) => clients.open({ url: `${worker.url}/sync`, storeId, ...opts })
 
 /** The raw text of the first frame after `from` for which `match(json)` holds. */
 const rawFrame = (raw, from, match) => raw.messages.slice(from).find((m) => m.json !== undefined && match(m.json))?.raw
@@ -42,7 +38,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const s of sockets) s.terminate()
-  for (const c of clients) await c.close().catch(() => {})
+  await clients.closeAll()
   await worker?.stop()
 })
 

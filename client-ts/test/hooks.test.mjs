@@ -3,7 +3,7 @@
 // events, DO SQLite storage, CORS on, and the payload's JSON Schema at GET /sync/schema.
 
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { eventsOf, openClient } from './support/livestore-client.mjs'
+import { eventsOf, clientPool } from './support/livestore-client.mjs'
 import { httpPingRequest, httpPullRequest, httpPushRequest, httpSyncUrl, newRequestId, postRaw, rpc } from './support/raw-http.mjs'
 import { RawSocket, newRequestId as newWsRequestId, pushRequest, upgradeResponse, wsSyncUrl } from './support/raw-ws.mjs'
 import { makeEvents, normalizeEvent, settleWithin, sleep, storedRows, uniqueStoreId } from './support/util.mjs'
@@ -14,13 +14,9 @@ const PAYLOAD = { authToken: TOKEN }
 
 let worker
 let syncUrl
-const clients = []
+const clients = clientPool()
 
-const open = async (storeId, opts = {}) => {
-  const client = await openClient({ url: syncUrl, storeId, payload: PAYLOAD, ...opts })
-  clients.push(client)
-  return client
-}
+const open = (storeId, opts = {}) => clients.open({ url: syncUrl, storeId, payload: PAYLOAD, ...opts })
 
 /** ws:// URL with the sync payload (none if `undefined`) encoded as the real client does. */
 const wsUrl = (storeId, payload) =>
@@ -86,7 +82,7 @@ beforeAll(async () => {
 })
 
 afterAll(async () => {
-  for (const c of clients) await c.close().catch(() => {})
+  await clients.closeAll()
   await worker?.stop()
 })
 

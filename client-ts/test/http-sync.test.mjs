@@ -3,7 +3,7 @@
 // whatever storage E2E_STORAGE selects (d1 | do-sqlite).
 
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { eventsOf, openClient } from './support/livestore-client.mjs'
+import { eventsOf, clientPool } from './support/livestore-client.mjs'
 import {
   httpPingRequest,
   httpPullRequest,
@@ -21,6 +21,7 @@ import {
   normalizeEvent,
   storedRows,
   uniqueStoreId,
+  rawEvent,
 } from './support/util.mjs'
 import { E2E_STORAGE, startWorker } from './support/worker.mjs'
 import { expectWellFormedPages, MAX_EVENTS_PER_MESSAGE, MAX_PAYLOAD_BYTES } from './support/pages.mjs'
@@ -29,13 +30,9 @@ const POLL_MS = 300
 
 let worker
 let syncUrl
-const clients = []
+const clients = clientPool()
 
-const open = async (storeId, opts = {}) => {
-  const client = await openClient({ url: syncUrl, storeId, ...opts })
-  clients.push(client)
-  return client
-}
+const open = (storeId, opts = {}) => clients.open({ url: syncUrl, storeId, ...opts })
 /** A real makeHttpSync client polling every POLL_MS on live pulls. */
 const openHttp = (storeId, opts = {}) => open(storeId, { transport: 'http', pollInterval: POLL_MS, ...opts })
 
@@ -57,7 +54,7 @@ beforeAll(async () => {
 })
 
 afterAll(async () => {
-  for (const c of clients) await c.close().catch(() => {})
+  await clients.closeAll()
   await worker?.stop()
 })
 
@@ -257,15 +254,6 @@ describe(`http sync with the real LiveStore client (storage ${E2E_STORAGE})`, ()
 // bad input over raw HTTP: a 400 with [Defect] (or 413 for a body over 1 MiB), or a 200 with a failed
 // Exit for a known RPC with an invalid payload; nothing stored, the store keeps working.
 
-const ev = (seqNum, parentSeqNum, extra = {}) => ({
-  name: 'todoCreated-v1',
-  args: { id: `bad${seqNum}` },
-  seqNum,
-  parentSeqNum,
-  clientId: 'raw-client',
-  sessionId: 'raw-session',
-  ...extra,
-})
 
 const defectBody = (res) => {
   expect(Array.isArray(res.json), `body is not a JSON array: ${res.text.slice(0, 300)}`).toBe(true)
@@ -287,7 +275,7 @@ const failedExit = (res, id, errorTag) => {
 const httpCases = [
   {
     name: 'malformed JSON body (a truncated push)',
-    build: (storeId, id) => JSON.stringify(httpPushRequest(id, storeId, [ev(3, 2)])).slice(0, -9),
+    build: (storeId, id) => JSON.stringify(httpPushRequest(id, storeId, [rawEvent(3, 2)])).slice(0, -9),
     statuses: [400],
     check: defectBody,
   },
@@ -300,31 +288,31 @@ const httpCases = [
   {
     name: 'wrong content type (a valid push sent as text/plain)',
     contentType: 'text/plain',
-    build: (storeId, id) => httpPushRequest(id, storeId, [ev(3, 2)]),
+    build: (storeId, id) => httpPushRequest(id, storeId, [rawEvent(3, 2)]),
     statuses: [400],
     check: defectBody,
   },
   {
     name: 'unknown message _tag',
-    build: (storeId, id) => ({ ...httpPushRequest(id, storeId, [ev(3, 2)]), _tag: 'Bogus' }),
+    build: (storeId, id) => ({ ...httpPushRequest(id, storeId, [rawEvent(3, 2)]), _tag: 'Bogus' }),
     statuses: [400],
     check: defectBody,
   },
   {
     name: 'unknown rpc tag',
-    build: (storeId, id) => ({ ...httpPushRequest(id, storeId, [ev(3, 2)]), tag: 'SyncHttpRpc.Bogus' }),
+    build: (storeId, id) => ({ ...httpPushRequest(id, storeId, [rawEvent(3, 2)]), tag: 'SyncHttpRpc.Bogus' }),
     statuses: [400],
     check: defectBody,
   },
   {
     name: 'a WebSocket rpc tag over HTTP (SyncWsRpc.Push)',
-    build: (storeId, id) => ({ ...httpPushRequest(id, storeId, [ev(3, 2)]), tag: 'SyncWsRpc.Push' }),
+    build: (storeId, id) => ({ ...httpPushRequest(id, storeId, [rawEvent(3, 2)]), tag: 'SyncWsRpc.Push' }),
     statuses: [400],
     check: defectBody,
   },
   {
     name: 'push with an invalid payload (event without name) → failed Exit',
-    build: (storeId, id) => httpPushRequest(id, storeId, [ev(3, 2, { name: undefined })]),
+    build: (storeId, id) => httpPushRequest(id, storeId, [rawEvent(3, 2, { name: undefined })]),
     statuses: [200],
     check: (res, id) => failedExit(res, id, 'UnknownError'),
   },
@@ -343,19 +331,19 @@ const httpCases = [
   },
   {
     name: 'push batch with a seqNum gap after the head (3 then 5)',
-    build: (storeId, id) => httpPushRequest(id, storeId, [ev(3, 2), ev(5, 4)]),
+    build: (storeId, id) => httpPushRequest(id, storeId, [rawEvent(3, 2), rawEvent(5, 4)]),
     statuses: [200, 400],
     check: (res, id) => (res.status === 200 ? failedExit(res, id) : defectBody(res)),
   },
   {
     name: 'push batch repeating an already stored seqNum',
-    build: (storeId, id) => httpPushRequest(id, storeId, [ev(2, 2)]),
+    build: (storeId, id) => httpPushRequest(id, storeId, [rawEvent(2, 2)]),
     statuses: [200, 400],
     check: (res, id) => (res.status === 200 ? failedExit(res, id) : defectBody(res)),
   },
   {
     name: 'body over 1 MiB → 413',
-    build: (storeId, id) => httpPushRequest(id, storeId, [ev(3, 2, { args: { id: 'huge', blob: 'x'.repeat(1_200_000) } })]),
+    build: (storeId, id) => httpPushRequest(id, storeId, [rawEvent(3, 2, { args: { id: 'huge', blob: 'x'.repeat(1_200_000) } })]),
     statuses: [413],
     check: defectBody,
   },

@@ -2,7 +2,7 @@
 // E2E_STORAGE=do-sqlite) holds a row the DO head does not know about.
 
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { eventsOf, openClient } from './support/livestore-client.mjs'
+import { eventsOf, clientPool } from './support/livestore-client.mjs'
 import { eventlogTable, makeEvents, normalizeEvent, storeSql, storedRows, uniqueStoreId } from './support/util.mjs'
 import { E2E_STORAGE, startWorker } from './support/worker.mjs'
 
@@ -11,17 +11,10 @@ const RESTART_TEST_TIMEOUT_MS = 300_000
 
 let worker
 let syncUrl
-const clients = []
+const clients = clientPool()
 
-const open = async (storeId, opts = {}) => {
-  const client = await openClient({ url: syncUrl, storeId, ...opts })
-  clients.push(client)
-  return client
-}
+const open = (storeId, opts = {}) => clients.open({ url: syncUrl, storeId, ...opts })
 
-const closeAll = async () => {
-  for (const c of clients.splice(0)) await c.close().catch(() => {})
-}
 
 beforeAll(async () => {
   worker = await startWorker({ name: 'restart' })
@@ -29,7 +22,7 @@ beforeAll(async () => {
 })
 
 afterAll(async () => {
-  await closeAll()
+  await clients.closeAll()
   await worker?.stop()
 })
 
@@ -43,7 +36,7 @@ describe('worker restart', () => {
     const pagesBefore = await before.pullAll()
     const backendId = await before.backendId()
     expect(eventsOf(pagesBefore)).toHaveLength(150)
-    await closeAll()
+    await clients.closeAll()
 
     await worker.restart()
 
@@ -78,7 +71,7 @@ describe('worker restart', () => {
     await client.push(makeEvents(1, 5))
     await client.pullAll() // learn the backendId
     const backendId = await client.backendId()
-    await closeAll()
+    await clients.closeAll()
 
     // simulate a crash between the D1 insert and the head update: add seqNum 6 behind the server's back
     await worker.stop()

@@ -6,7 +6,7 @@
 // every response carries Access-Control-Allow-Origin: *; with CORS off there is no Access-Control-* at all.
 
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { eventsOf, openClient } from './support/livestore-client.mjs'
+import { eventsOf, clientPool } from './support/livestore-client.mjs'
 import { httpPingRequest, httpPullRequest, httpPushRequest, httpSyncUrl, newRequestId, postRaw, rpc } from './support/raw-http.mjs'
 import { upgradeResponse, wsSyncUrl } from './support/raw-ws.mjs'
 import { expectNoUncaughtErrors, makeEvents, normalizeEvent, settleWithin, storedRows, uniqueStoreId } from './support/util.mjs'
@@ -15,13 +15,9 @@ import { E2E_STORAGE, startWorker } from './support/worker.mjs'
 let wsOnly
 let httpOnly
 let plain
-const clients = []
+const clients = clientPool()
 
-const open = async (worker, storeId, opts = {}) => {
-  const client = await openClient({ url: `${worker.url}/sync`, storeId, ...opts })
-  clients.push(client)
-  return client
-}
+const open = (worker, storeId, opts = {}) => clients.open({ url: `${worker.url}/sync`, storeId, ...opts })
 
 // what the LiveStore HTTP client makes a browser ask for (docs §2: tracing headers trigger a preflight)
 const REQUESTED_HEADERS = 'content-type,x-livestore-store-id,traceparent,b3'
@@ -74,7 +70,7 @@ beforeAll(async () => {
 })
 
 afterAll(async () => {
-  for (const c of clients) await c.close().catch(() => {})
+  await clients.closeAll()
   await wsOnly?.stop()
   await httpOnly?.stop()
   await plain?.stop()

@@ -1,7 +1,7 @@
 // Drives the real @livestore/sync-cf 0.4.0 WS client (and a raw socket where frames matter) against the worker.
 
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { eventsOf, openClient } from './support/livestore-client.mjs'
+import { eventsOf, clientPool } from './support/livestore-client.mjs'
 import { RawSocket, newRequestId, pullRequest, wsSyncUrl } from './support/raw-ws.mjs'
 import {
   chunksOf,
@@ -18,13 +18,9 @@ import { expectWellFormedPages, MAX_EVENTS_PER_MESSAGE, MAX_PAYLOAD_BYTES, MAX_F
 
 let worker
 let syncUrl
-const clients = []
+const clients = clientPool()
 
-const open = async (storeId, opts = {}) => {
-  const client = await openClient({ url: syncUrl, storeId, ...opts })
-  clients.push(client)
-  return client
-}
+const open = (storeId, opts = {}) => clients.open({ url: syncUrl, storeId, ...opts })
 
 
 beforeAll(async () => {
@@ -33,7 +29,7 @@ beforeAll(async () => {
 })
 
 afterAll(async () => {
-  for (const c of clients) await c.close().catch(() => {})
+  await clients.closeAll()
   await worker?.stop()
 })
 

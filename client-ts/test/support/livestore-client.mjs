@@ -277,3 +277,18 @@ export const openClient = async ({
   }
   return client
 }
+
+/** Tracks the clients a test file opens, so they can all be closed at once. */
+export const clientPool = () => {
+  const clients = []
+  return {
+    open: async (options) => {
+      const client = await openClient(options)
+      clients.push(client)
+      return client
+    },
+    closeAll: async () => {
+      for (const client of clients.splice(0)) await client.close().catch(() => {})
+    },
+  }
+}

@@ -22,6 +22,17 @@ export const makeEvents = (from, to, { clientId = 'client-A', sessionId = 'sessi
   return events
 }
 
+/** One event as a raw client would push it (for hand-built frames and bodies). */
+export const rawEvent = (seqNum, parentSeqNum, extra = {}) => ({
+  name: 'todoCreated-v1',
+  args: { id: `bad${seqNum}` },
+  seqNum,
+  parentSeqNum,
+  clientId: 'raw-client',
+  sessionId: 'raw-session',
+  ...extra,
+})
+
 /** The wire/D1 view of an event as pushed (absent args come back as null). */
 export const normalizeEvent = (e) => ({
   name: e.name,
