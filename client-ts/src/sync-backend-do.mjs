@@ -13,6 +13,10 @@ import { Packr, Unpackr } from 'msgpackr'
 const packr = new Packr({ useRecords: true })
 const unpackr = new Unpackr({ useRecords: true })
 
+// An Effect RPC Ack frame as clients send it: `{"_tag":"Ack","requestId":"12"}` (Effect 3) or
+// with a numeric id (Effect 4).
+const ACK = /^\{"_tag":"Ack","requestId":(?:"\d+"|\d+)\}$/
+
 export const makeSyncBackendDO = (RustSyncBackendDO) =>
   class SyncBackendDO extends DurableObject {
     constructor(ctx, env) {
@@ -25,6 +29,9 @@ export const makeSyncBackendDO = (RustSyncBackendDO) =>
     }
 
     webSocketMessage(ws, message) {
+      // Clients Ack every chunk they receive and the server has nothing to do with an Ack:
+      // drop them here instead of crossing into wasm (a broadcast to N sockets brings N).
+      if (typeof message === 'string' && message.length < 64 && ACK.test(message)) return
       return this.inner.webSocketMessage(ws, message)
     }
 

@@ -21,11 +21,15 @@ use crate::livestore::wire::{
 use crate::storage::d1::D1EventLog;
 use crate::storage::do_sqlite::{ContextRow, DoSqliteEventLog};
 use crate::storage::engine::EventStore;
+use js_sys::JsString;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 use worker::{
     worker_sys::WebSocketRequestResponsePair, Env, Headers, Method, Request, Response, Result,
     State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
@@ -36,6 +40,10 @@ type Backend = SyncBackend<EventStore, ContextRow>;
 /// Per-socket state, kept in the socket attachment so it survives hibernation.
 #[derive(Serialize, Deserialize)]
 struct Attachment {
+    /// A random id of the connection, the key of the in-memory [`LiveSockets`] cache.
+    /// Absent in attachments written before it existed; such sockets get one on wake-up.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    conn: String,
     #[serde(rename = "storeId")]
     store_id: String,
     /// The connection's sync payload.
@@ -77,6 +85,71 @@ fn send(ws: &WebSocket, frame: &str) {
     let _ = ws.send_with_str(frame);
 }
 
+#[wasm_bindgen]
+extern "C" {
+    /// A WebSocket seen through the one method a broadcast needs.
+    type FrameSink;
+
+    /// `WebSocket.send` with a string already in JS, so a frame sent to many sockets is
+    /// converted from UTF-8 once instead of once per socket.
+    #[wasm_bindgen(method, catch, js_name = send)]
+    fn send_js(this: &FrameSink, frame: &JsString) -> std::result::Result<(), JsValue>;
+}
+
+fn send_shared(ws: &WebSocket, frame: &JsString) -> bool {
+    let socket: &JsValue = ws.as_ref().as_ref();
+    socket.unchecked_ref::<FrameSink>().send_js(frame).is_ok()
+}
+
+/// The live pulls of the object's sockets, kept in memory so that a broadcast does not
+/// read every socket's attachment. The attachments stay the source of truth: after a
+/// wake-up from hibernation the cache starts empty and is rebuilt from them on first use.
+#[derive(Default)]
+struct LiveSockets {
+    loaded: bool,
+    by_conn: HashMap<String, (WebSocket, Vec<RequestId>)>,
+}
+
+impl LiveSockets {
+    fn load(&mut self, state: &State) {
+        if self.loaded {
+            return;
+        }
+        for ws in state.get_websockets() {
+            let Some(mut attachment) = read_attachment(&ws) else {
+                continue;
+            };
+            if attachment.conn.is_empty() {
+                attachment.conn = new_conn_id();
+                write_attachment(&ws, &attachment);
+            }
+            if !attachment.live.is_empty() {
+                self.by_conn.insert(attachment.conn, (ws, attachment.live));
+            }
+        }
+        self.loaded = true;
+    }
+
+    /// Mirrors a socket's attachment after its live pulls changed.
+    fn update(&mut self, ws: &WebSocket, attachment: &Attachment) {
+        if !self.loaded {
+            return; // `load` will read the attachment
+        }
+        if attachment.live.is_empty() {
+            self.by_conn.remove(&attachment.conn);
+        } else {
+            self.by_conn.insert(
+                attachment.conn.clone(),
+                (ws.clone(), attachment.live.clone()),
+            );
+        }
+    }
+
+    fn remove(&mut self, conn: &str) {
+        self.by_conn.remove(conn);
+    }
+}
+
 /// An HTTP-transport answer: a JSON array of RPC messages.
 fn rpc_response(status: u16, messages: &[String], extra: &[(String, String)]) -> Result<Response> {
     let headers = Headers::new();
@@ -98,6 +171,7 @@ pub struct SyncBackendObject {
     options: SyncObjectOptions,
     backend: RefCell<Option<Rc<Backend>>>,
     subscriptions: Rc<Subscriptions>,
+    live: RefCell<LiveSockets>,
 }
 
 /// Where a request came from, which decides how its replies are shaped and how a live pull
@@ -123,6 +197,7 @@ impl SyncBackendObject {
             options,
             backend: RefCell::new(None),
             subscriptions,
+            live: RefCell::new(LiveSockets::default()),
         }
     }
 
@@ -183,13 +258,21 @@ impl SyncBackendObject {
         _reason: String,
         _was_clean: bool,
     ) -> Result<()> {
+        self.forget(&ws);
         let _ = ws.close(Some(1000), Some("closed"));
         Ok(())
     }
 
-    /// Handles a WebSocket error (nothing to clean up: state lives in the attachment).
-    pub async fn websocket_error(&self, _ws: WebSocket, _error: worker::Error) -> Result<()> {
+    /// Handles a WebSocket error: the socket gets no more broadcasts.
+    pub async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
+        self.forget(&ws);
         Ok(())
+    }
+
+    fn forget(&self, ws: &WebSocket) {
+        if let Some(attachment) = read_attachment(ws) {
+            self.live.borrow_mut().remove(&attachment.conn);
+        }
     }
 
     fn accept_socket(
@@ -209,6 +292,7 @@ impl SyncBackendObject {
         write_attachment(
             &pair.server,
             &Attachment {
+                conn: new_conn_id(),
                 store_id: params.store_id.as_str().to_owned(),
                 payload: params.payload,
                 live: Vec::new(),
@@ -363,6 +447,7 @@ impl SyncBackendObject {
                 if let Some(mut attachment) = read_attachment(ws) {
                     attachment.live.retain(|live| *live != id);
                     write_attachment(ws, &attachment);
+                    self.live.borrow_mut().update(ws, &attachment);
                 }
                 return;
             }
@@ -444,7 +529,7 @@ impl SyncBackendObject {
         if let Ok(reached) = result {
             result = match (caller, &request.rpc_context) {
                 (Caller::Socket(ws), _) if request.live => backend
-                    .go_live(reached, &mut emit, || subscribe(ws, id))
+                    .go_live(reached, &mut emit, || self.subscribe(ws, id))
                     .await
                     .map(|()| reached),
                 (Caller::DoRpc, Some(rpc_context)) => {
@@ -523,27 +608,55 @@ impl SyncBackendObject {
         let json: Vec<String> = pages.iter().map(|p| p.json.clone()).collect();
         self.subscriptions
             .publish(&json, |pump| self.state.wait_until(pump));
-        for ws in self.state.get_websockets() {
-            let Some(attachment) = read_attachment(&ws) else {
-                continue;
-            };
-            for id in &attachment.live {
-                for page in pages {
-                    send(&ws, &encode_chunk(id, &[&page.json]));
+        let mut live = self.live.borrow_mut();
+        live.load(&self.state);
+        // Clients number their requests alike, so most sockets share a live pull id: each
+        // distinct id's frames are encoded (and handed to JS) once.
+        let mut frames: HashMap<&RequestId, Vec<JsString>> = HashMap::new();
+        let mut gone = Vec::new();
+        for (conn, (ws, ids)) in &live.by_conn {
+            for id in ids {
+                let encoded = frames.entry(id).or_insert_with(|| {
+                    pages
+                        .iter()
+                        .map(|page| JsString::from(encode_chunk(id, &[&page.json])))
+                        .collect()
+                });
+                if !encoded.iter().all(|frame| send_shared(ws, frame)) {
+                    gone.push(conn.clone());
                 }
             }
+        }
+        drop(frames);
+        for conn in gone {
+            live.remove(&conn);
+        }
+    }
+
+    /// Registers a live pull on its socket.
+    fn subscribe(&self, ws: &WebSocket, id: &RequestId) {
+        if let Some(mut attachment) = read_attachment(ws) {
+            if !attachment.live.contains(id) {
+                attachment.live.push(id.clone());
+            }
+            write_attachment(ws, &attachment);
+            self.live.borrow_mut().update(ws, &attachment);
         }
     }
 }
 
-/// Registers a live pull on its socket.
-fn subscribe(ws: &WebSocket, id: &RequestId) {
-    if let Some(mut attachment) = read_attachment(ws) {
-        if !attachment.live.contains(id) {
-            attachment.live.push(id.clone());
-        }
-        write_attachment(ws, &attachment);
+/// A random connection id (see [`Attachment::conn`]).
+fn new_conn_id() -> String {
+    static FALLBACK: AtomicU64 = AtomicU64::new(0);
+    let mut random = [0u8; 12];
+    if getrandom::getrandom(&mut random).is_err() {
+        // Without crypto randomness: the clock and a counter, unique within the isolate.
+        let now = js_sys::Date::now().to_bits().to_le_bytes();
+        let count = FALLBACK.fetch_add(1, Ordering::Relaxed).to_le_bytes();
+        random[..8].copy_from_slice(&now);
+        random[8..].copy_from_slice(&count[..4]);
     }
+    random.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn invalid_request(id: &RequestId, rpc: &str, message: &str) -> String {
