@@ -123,5 +123,8 @@ describe('worker restart', () => {
       `SELECT seqNum, COUNT(*) AS n FROM ${eventlogTable(storeId)} GROUP BY seqNum HAVING COUNT(*) > 1`,
     )
     expect(dupes).toEqual([])
+    // the DO's head checkpoint (context_7, kept like the TypeScript server's) agrees with the log
+    const { rows: context } = await worker.doSql(storeId, { sql: 'SELECT currentHead FROM context_7', ifTable: 'context_7' })
+    expect(context).toEqual([{ currentHead: 8 }])
   }, RESTART_TEST_TIMEOUT_MS)
 })

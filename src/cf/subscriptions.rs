@@ -42,6 +42,11 @@ struct Delivery {
 pub struct Subscriptions {
     sql: SqlStorage,
     env: Env,
+    /// The table exists (created once per object lifetime).
+    ready: Cell<bool>,
+    /// The stored subscriptions, read once and kept in step with every write below, so a
+    /// push does not query SQLite for them. Only this object writes the table.
+    cached: RefCell<Option<Vec<Subscription>>>,
     queue: RefCell<VecDeque<Delivery>>,
     pumping: Cell<bool>,
 }
@@ -59,14 +64,33 @@ impl Subscriptions {
         Rc::new(Subscriptions {
             sql,
             env,
+            ready: Cell::new(false),
+            cached: RefCell::new(None),
             queue: RefCell::default(),
             pumping: Cell::new(false),
         })
     }
 
     fn exec(&self, query: &str, params: Vec<SqlStorageValue>) -> worker::Result<worker::SqlCursor> {
-        self.sql.exec(CREATE, None)?;
+        if !self.ready.get() {
+            self.sql.exec(CREATE, None)?;
+            self.ready.set(true);
+        }
         self.sql.exec(query, params)
+    }
+
+    fn stored(&self) -> worker::Result<Vec<Subscription>> {
+        if let Some(cached) = self.cached.borrow().as_ref() {
+            return Ok(cached.clone());
+        }
+        let rows: Vec<Subscription> = self
+            .exec(
+                "SELECT clientDoId, bindingName, requestId FROM do_rpc_subscriptions",
+                vec![],
+            )?
+            .to_array()?;
+        *self.cached.borrow_mut() = Some(rows.clone());
+        Ok(rows)
     }
 
     /// Subscribes a caller, replacing an earlier subscription of the same client object.
@@ -90,19 +114,15 @@ impl Subscriptions {
                 SqlStorageValue::from(js_sys::Date::now()),
             ],
         )?;
+        // Re-read on next use rather than mirror INSERT OR REPLACE here.
+        self.cached.borrow_mut().take();
         Ok(())
     }
 
     /// Queues `pages` (live `PullResponse` JSON, in order) for every subscriber and makes sure
     /// a pump delivers them; `keep_alive` receives the pump so the object lives until it ends.
     pub fn publish(self: &Rc<Self>, pages: &[String], keep_alive: impl FnOnce(LocalPump)) {
-        let subscriptions: Vec<Subscription> = match self
-            .exec(
-                "SELECT clientDoId, bindingName, requestId FROM do_rpc_subscriptions",
-                vec![],
-            )
-            .and_then(|c| c.to_array())
-        {
+        let subscriptions = match self.stored() {
             Ok(rows) => rows,
             Err(e) => {
                 console_warn!("reading DO-RPC subscriptions failed: {e}");
@@ -151,6 +171,7 @@ impl Subscriptions {
                         delivery.subscription.request_id.as_str().into(),
                     ],
                 );
+                self.cached.borrow_mut().take();
                 self.queue
                     .borrow_mut()
                     .retain(|d| d.subscription.client_do_id != id);

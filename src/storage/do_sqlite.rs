@@ -92,11 +92,13 @@ impl HeadCheckpoint for ContextRow {
     }
 }
 
-/// One store's event log in the Durable Object's SQLite.
+/// One store's event log in the Durable Object's SQLite. Its head checkpoint (`context_7`)
+/// is kept by a trigger, in the same statement as the inserts.
 pub struct DoSqliteEventLog {
     storage: Storage,
     sql: SqlStorage,
     table: String,
+    store_id: String,
     ready: Cell<bool>,
 }
 
@@ -117,6 +119,7 @@ impl DoSqliteEventLog {
             storage,
             sql,
             table: store_id.table_name(),
+            store_id: store_id.as_str().to_owned(),
             ready: Cell::new(false),
         }
     }
@@ -126,6 +129,12 @@ impl DoSqliteEventLog {
             self.sql
                 .exec(&sql::create_event_log(&self.table), None)
                 .map_err(sql_error("create table"))?;
+            self.sql
+                .exec(CREATE_CONTEXT, None)
+                .map_err(sql_error("create context"))?;
+            self.sql
+                .exec(&sql::create_head_trigger(&self.table, &self.store_id), None)
+                .map_err(sql_error("create head trigger"))?;
             self.ready.set(true);
         }
         Ok(())
@@ -156,6 +165,14 @@ impl LogStorage for DoSqliteEventLog {
     async fn append(&self, entries: &[StoredEvent]) -> Result<(), StorageError> {
         self.ensure_ready()?;
         let statements = sql::insert_events(&self.table, entries);
+        if let [statement] = statements.as_slice() {
+            // One statement is atomic by itself: no transaction to set up (most pushes).
+            let params: Vec<SqlStorageValue> = statement.params.iter().map(to_sql).collect();
+            self.sql
+                .exec(&statement.sql, params)
+                .map_err(sql_error("insert"))?;
+            return Ok(());
+        }
         let sql = self.sql.clone();
         // All inserts in one transaction: a failing statement rolls back the whole batch.
         super::transaction::transaction(&self.storage, move || {
@@ -194,5 +211,9 @@ impl LogStorage for DoSqliteEventLog {
             ],
         )?;
         rows.into_iter().map(EventRow::into_event).collect()
+    }
+
+    fn appends_checkpoint_head(&self) -> bool {
+        true
     }
 }

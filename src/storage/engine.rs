@@ -46,4 +46,11 @@ impl LogStorage for EventStore {
             EventStore::DoSqlite(s) => s.read_range(after, upto, limit).await,
         }
     }
+
+    fn appends_checkpoint_head(&self) -> bool {
+        match self {
+            EventStore::D1(s) => s.appends_checkpoint_head(),
+            EventStore::DoSqlite(s) => s.appends_checkpoint_head(),
+        }
+    }
 }

@@ -37,6 +37,19 @@ pub fn create_event_log(table: &str) -> String {
 /// `CREATE TABLE` for the head checkpoint in DO SQLite, as the TypeScript server has it.
 pub const CREATE_CONTEXT: &str = r#"CREATE TABLE IF NOT EXISTS "context_7" ("storeId" text primary key   , "currentHead" integer   not null , "backendId" text   not null ) strict"#;
 
+/// A trigger that moves the store's `context_7` head along with every row inserted into
+/// its event log, for logs kept in the same SQLite as `context_7`: the head then commits in
+/// the same statement as the events (no crash window, one statement per push), and a
+/// TypeScript server taking over the data keeps it right too.
+pub fn create_head_trigger(table: &str, store_id: &str) -> String {
+    // `table` is [A-Za-z0-9_] (see StoreId::table_name); the store id is a SQL string
+    // literal, quotes doubled (store ids have no control characters).
+    let store_id = store_id.replace('\'', "''");
+    format!(
+        r#"CREATE TRIGGER IF NOT EXISTS "{table}_head" AFTER INSERT ON "{table}" BEGIN UPDATE "context_7" SET "currentHead" = NEW."seqNum" WHERE "storeId" = '{store_id}' AND "currentHead" < NEW."seqNum"; END"#
+    )
+}
+
 /// Which store owns which event-log table in a shared D1 database. Two store ids can
 /// sanitize to the same table name; the first to claim it keeps it and the other is
 /// refused, so two stores never share a log. (Also created by the D1 migrations.)
@@ -198,6 +211,14 @@ mod tests {
             create_event_log("eventlog_7_s1"),
             r#"CREATE TABLE IF NOT EXISTS "eventlog_7_s1" ("seqNum" integer primary key   , "parentSeqNum" integer   not null , "name" text   not null , "args" text    , "createdAt" text   not null , "clientId" text   not null , "sessionId" text   not null ) strict"#
         );
+    }
+
+    #[test]
+    fn head_trigger_quotes_the_store_id() {
+        let ddl = create_head_trigger("eventlog_7_it_s", "it's");
+        assert!(ddl.contains(r#"AFTER INSERT ON "eventlog_7_it_s""#));
+        assert!(ddl.contains(r#""storeId" = 'it''s'"#));
+        assert_eq!(ddl.matches('\'').count(), 4);
     }
 
     #[test]

@@ -42,6 +42,11 @@ pub trait LogStorage {
         upto: SeqNum,
         limit: usize,
     ) -> Result<Vec<Self::Entry>, StorageError>;
+    /// True when `append` itself moves the head checkpoint forward in the same atomic write
+    /// (the checkpoint lives beside the entries), so the log need not save it separately.
+    fn appends_checkpoint_head(&self) -> bool {
+        false
+    }
 }
 
 /// Where the head is remembered between runs, apart from the entries.
@@ -143,7 +148,9 @@ impl<S: LogStorage, H: HeadCheckpoint> EventLog<S, H> {
         self.head.set(Some(new_head));
         // The entries are the truth and the head is recovered from them on the next open,
         // so a failed checkpoint costs nothing but a repair then.
-        let _ = self.checkpoint.save(new_head);
+        if !self.storage.appends_checkpoint_head() {
+            let _ = self.checkpoint.save(new_head);
+        }
         publish(entries);
         Ok(new_head)
     }
