@@ -1,6 +1,6 @@
 //! Event logs in D1, one `eventlog_7_<storeId>` table per store.
 
-use super::sql::{self, CountRow, EventRow, MaxRow, SqlValue, Statement};
+use super::sql::{self, CountRow, JsonRow, MaxRow, SqlValue, Statement};
 use crate::livestore::event::StoredEvent;
 use crate::livestore::store_id::StoreId;
 use crate::stream::{LogStorage, SeqNum, StorageError};
@@ -129,15 +129,25 @@ impl LogStorage for D1EventLog {
 
     async fn append(&self, entries: &[StoredEvent]) -> Result<(), StorageError> {
         self.ensure_ready().await?;
-        let statements = sql::insert_events(&self.table, entries)
+        let mut statements = sql::insert_events(&self.table, entries)?
             .iter()
             .map(|s| self.prepare(s))
             .collect::<Result<Vec<_>, _>>()?;
-        // A D1 batch is one transaction: all rows or none.
-        self.db
-            .batch(statements)
-            .await
-            .map_err(d1_error("insert"))?;
+        // One statement (almost every push) is atomic by itself; a D1 batch is one
+        // transaction: all rows or none either way.
+        match statements.pop() {
+            Some(only) if statements.is_empty() => {
+                only.run().await.map_err(d1_error("insert"))?;
+            }
+            Some(last) => {
+                statements.push(last);
+                self.db
+                    .batch(statements)
+                    .await
+                    .map_err(d1_error("insert"))?;
+            }
+            None => {}
+        }
         Ok(())
     }
 
@@ -176,7 +186,7 @@ impl LogStorage for D1EventLog {
             .all()
             .await
             .map_err(d1_error("read"))?;
-        let rows: Vec<EventRow> = result.results().map_err(d1_error("decode rows"))?;
-        rows.into_iter().map(EventRow::into_event).collect()
+        let rows: Vec<JsonRow> = result.results().map_err(d1_error("decode rows"))?;
+        sql::decode_rows(rows)
     }
 }

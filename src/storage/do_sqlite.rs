@@ -1,7 +1,7 @@
 //! The Durable Object's own SQLite: the head checkpoint (`context_7`, as the TypeScript
 //! server keeps it) and, when chosen, the store's event log (`eventlog_7_<storeId>`).
 
-use super::sql::{self, CountRow, EventRow, MaxRow, SqlValue, CREATE_CONTEXT};
+use super::sql::{self, CountRow, JsonRow, MaxRow, SqlValue, CREATE_CONTEXT};
 use crate::livestore::event::StoredEvent;
 use crate::livestore::store_id::StoreId;
 use crate::stream::{HeadCheckpoint, LogStorage, SeqNum, StorageError};
@@ -114,10 +114,9 @@ fn to_sql(value: &SqlValue) -> SqlStorageValue {
 impl DoSqliteEventLog {
     /// The log of `store_id` in this object's SQLite.
     pub fn new(storage: Storage, store_id: &StoreId) -> Self {
-        let sql = storage.sql();
         DoSqliteEventLog {
+            sql: storage.sql(),
             storage,
-            sql,
             table: store_id.table_name(),
             store_id: store_id.as_str().to_owned(),
             ready: Cell::new(false),
@@ -164,24 +163,20 @@ impl LogStorage for DoSqliteEventLog {
 
     async fn append(&self, entries: &[StoredEvent]) -> Result<(), StorageError> {
         self.ensure_ready()?;
-        let statements = sql::insert_events(&self.table, entries);
-        if let [statement] = statements.as_slice() {
-            // One statement is atomic by itself: no transaction to set up (most pushes).
+        let statements = sql::insert_events(&self.table, entries)?;
+        let exec = |sql: &SqlStorage, statement: &sql::Statement| {
             let params: Vec<SqlStorageValue> = statement.params.iter().map(to_sql).collect();
-            self.sql
-                .exec(&statement.sql, params)
-                .map_err(sql_error("insert"))?;
-            return Ok(());
+            sql.exec(&statement.sql, params)
+                .map(|_| ())
+                .map_err(sql_error("insert"))
+        };
+        // One statement (almost every push) is atomic by itself, head trigger included.
+        if let [statement] = statements.as_slice() {
+            return exec(&self.sql, statement);
         }
         let sql = self.sql.clone();
-        // All inserts in one transaction: a failing statement rolls back the whole batch.
         super::transaction::transaction(&self.storage, move || {
-            for statement in &statements {
-                let params: Vec<SqlStorageValue> = statement.params.iter().map(to_sql).collect();
-                sql.exec(&statement.sql, params)
-                    .map_err(|e| StorageError(format!("DO SQLite insert: {e}")))?;
-            }
-            Ok(())
+            statements.iter().try_for_each(|s| exec(&sql, s))
         })
     }
 
@@ -202,7 +197,7 @@ impl LogStorage for DoSqliteEventLog {
         upto: SeqNum,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StorageError> {
-        let rows: Vec<EventRow> = self.query(
+        let rows: Vec<JsonRow> = self.query(
             &sql::read_range(&self.table),
             &[
                 SqlValue::Integer(after.get()),
@@ -210,7 +205,7 @@ impl LogStorage for DoSqliteEventLog {
                 SqlValue::Integer(limit as u64),
             ],
         )?;
-        rows.into_iter().map(EventRow::into_event).collect()
+        sql::decode_rows(rows)
     }
 
     fn appends_checkpoint_head(&self) -> bool {

@@ -6,11 +6,6 @@ use crate::stream::{SeqNum, StorageError};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-/// Columns per inserted row.
-const INSERT_COLUMNS: usize = 7;
-/// D1 allows at most 100 bound parameters per statement: 14 rows of 7 columns.
-pub const MAX_ROWS_PER_INSERT: usize = 100 / INSERT_COLUMNS;
-
 /// A value bound to a statement parameter.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SqlValue {
@@ -62,35 +57,64 @@ pub const CLAIM_TABLE: &str =
 /// The owner of a table: param `(table)`, one column `storeId`.
 pub const TABLE_OWNER: &str = "SELECT storeId FROM livestore_table_owners WHERE tableName = ?1";
 
-/// Inserts of `events`, at most [`MAX_ROWS_PER_INSERT`] rows each, in the TypeScript
-/// server's column order. Run them in one transaction.
-pub fn insert_events(table: &str, events: &[StoredEvent]) -> Vec<Statement> {
-    events
-        .chunks(MAX_ROWS_PER_INSERT)
-        .map(|rows| {
-            let placeholders = vec!["(?, ?, ?, ?, ?, ?, ?)"; rows.len()].join(", ");
-            let mut params = Vec::with_capacity(rows.len() * INSERT_COLUMNS);
-            for e in rows {
-                params.push(SqlValue::Integer(e.event.seq_num.get()));
-                params.push(SqlValue::Integer(e.event.parent_seq_num.get()));
-                params.push(match e.args_text() {
-                    Some(text) => SqlValue::Text(text.to_owned()),
-                    None => SqlValue::Null,
-                });
-                params.push(SqlValue::Text(e.event.name.clone()));
-                params.push(SqlValue::Text(e.created_at.clone()));
-                params.push(SqlValue::Text(e.event.client_id.clone()));
-                params.push(SqlValue::Text(e.event.session_id.clone()));
-            }
-            Statement {
-                sql: format!(
-                    "INSERT INTO {table} (seqNum, parentSeqNum, args, name, createdAt, clientId, sessionId) VALUES {placeholders}"
-                ),
-                params,
-            }
-        })
-        .collect()
+/// Bytes of row JSON per insert statement: well under the 2 MB limit on a bound string in
+/// D1 and Durable Object SQLite.
+pub const MAX_INSERT_JSON_BYTES: usize = 1_000_000;
+
+/// The inserts of `events`, in the TypeScript server's column order: the rows travel as a
+/// JSON array of arrays in one bound parameter that SQLite unpacks with `json_each`. Every
+/// bound value crosses from wasm into JS, so one value instead of seven per row is most of
+/// the cost of a push, and a push fits one statement (atomic without a transaction) unless
+/// its rows exceed [`MAX_INSERT_JSON_BYTES`]; run several in one transaction. `args`
+/// travels as a JSON string, so the stored text is exactly the client's.
+pub fn insert_events(table: &str, events: &[StoredEvent]) -> Result<Vec<Statement>, StorageError> {
+    let sql = format!(
+        "INSERT INTO {table} (seqNum, parentSeqNum, args, name, createdAt, clientId, sessionId) SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 FROM json_each(?1)"
+    );
+    let mut statements = Vec::new();
+    let mut json = String::new();
+    for e in events {
+        let row: InsertRow<'_> = (
+            e.event.seq_num.get(),
+            e.event.parent_seq_num.get(),
+            e.args_text(),
+            e.event.name.as_str(),
+            e.created_at.as_str(),
+            e.event.client_id.as_str(),
+            e.event.session_id.as_str(),
+        );
+        let row = serde_json::to_string(&row)
+            .map_err(|e| StorageError(format!("encoding a row to insert: {e}")))?;
+        if !json.is_empty() && json.len() + row.len() + 2 > MAX_INSERT_JSON_BYTES {
+            json.push(']');
+            statements.push(Statement {
+                sql: sql.clone(),
+                params: vec![SqlValue::Text(std::mem::take(&mut json))],
+            });
+        }
+        json.push(if json.is_empty() { '[' } else { ',' });
+        json.push_str(&row);
+    }
+    if !json.is_empty() {
+        json.push(']');
+        statements.push(Statement {
+            sql,
+            params: vec![SqlValue::Text(json)],
+        });
+    }
+    Ok(statements)
 }
+
+/// `(seqNum, parentSeqNum, args, name, createdAt, clientId, sessionId)`.
+type InsertRow<'a> = (
+    u64,
+    u64,
+    Option<&'a str>,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+);
 
 /// Highest sequence number, one column `m` (NULL when empty).
 pub fn select_max_seq(table: &str) -> String {
@@ -102,25 +126,34 @@ pub fn count_range(table: &str) -> String {
     format!("SELECT COUNT(*) AS c FROM {table} WHERE seqNum > ?1 AND seqNum <= ?2")
 }
 
-/// Rows in `(?1, ?2]`, ascending, at most `?3`, columns in [`ROW_COLUMNS`] order.
+/// Rows in `(?1, ?2]`, ascending, at most `?3`, each as one column `j`: the JSON array
+/// `[seqNum, parentSeqNum, name, args, createdAt, clientId, sessionId]`. One string crosses
+/// into wasm per row instead of seven values. (Rows are not aggregated into one string per
+/// page: a page of large events would exceed SQLite's 2 MB string limit on Cloudflare.)
 pub fn read_range(table: &str) -> String {
     format!(
-        "SELECT seqNum, parentSeqNum, name, args, createdAt, clientId, sessionId FROM {table} WHERE seqNum > ?1 AND seqNum <= ?2 ORDER BY seqNum ASC LIMIT ?3"
+        "SELECT json_array(seqNum, parentSeqNum, name, args, createdAt, clientId, sessionId) AS j FROM {table} WHERE seqNum > ?1 AND seqNum <= ?2 ORDER BY seqNum ASC LIMIT ?3"
     )
 }
 
-/// The columns `read_range` returns, in order.
-pub const ROW_COLUMNS: [&str; 7] = [
-    "seqNum",
-    "parentSeqNum",
-    "name",
-    "args",
-    "createdAt",
-    "clientId",
-    "sessionId",
-];
+/// A row of [`read_range`].
+#[derive(Debug, Deserialize)]
+pub struct JsonRow {
+    j: String,
+}
 
-/// A row of [`read_range`], as the engines return it (numbers arrive as JS numbers).
+/// Decodes the rows of a [`read_range`] query.
+pub fn decode_rows(rows: Vec<JsonRow>) -> Result<Vec<StoredEvent>, StorageError> {
+    rows.into_iter()
+        .map(|row| {
+            serde_json::from_str::<EventRow>(&row.j)
+                .map_err(|e| StorageError(format!("invalid event log row: {e}")))?
+                .into_event()
+        })
+        .collect()
+}
+
+/// An event-log row, as an array in [`read_range`]'s order or as an object.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventRow {
@@ -191,6 +224,7 @@ impl CountRow {
 mod tests {
     use super::*;
     use crate::livestore::event::EventEncoded;
+    use crate::stream::seq::MAX_SAFE_INTEGER;
     use serde_json::json;
 
     fn ev(seq: u64, args: Option<serde_json::Value>) -> StoredEvent {
@@ -221,27 +255,202 @@ mod tests {
         assert_eq!(ddl.matches('\'').count(), 4);
     }
 
+    /// A SQLite database with a store's log, `context_7` row and head trigger, as the
+    /// DO SQLite engine sets them up.
+    fn sqlite_log(table: &str, store_id: &str) -> rusqlite::Connection {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        db.execute_batch(&create_event_log(table)).unwrap();
+        db.execute_batch(CREATE_CONTEXT).unwrap();
+        db.execute(
+            r#"INSERT INTO "context_7" ("storeId", "currentHead", "backendId") VALUES (?1, 0, 'b')"#,
+            [store_id],
+        )
+        .unwrap();
+        db.execute_batch(&create_head_trigger(table, store_id))
+            .unwrap();
+        db
+    }
+
+    fn run(db: &rusqlite::Connection, statement: &Statement) -> rusqlite::Result<usize> {
+        let params: Vec<rusqlite::types::Value> = statement
+            .params
+            .iter()
+            .map(|p| match p {
+                SqlValue::Null => rusqlite::types::Value::Null,
+                SqlValue::Integer(i) => rusqlite::types::Value::Integer(*i as i64),
+                SqlValue::Text(t) => rusqlite::types::Value::Text(t.clone()),
+            })
+            .collect();
+        db.execute(&statement.sql, rusqlite::params_from_iter(params))
+    }
+
+    fn run_all(db: &rusqlite::Connection, statements: &[Statement]) -> rusqlite::Result<usize> {
+        db.execute_batch("SAVEPOINT batch")?;
+        let mut n = 0;
+        for statement in statements {
+            match run(db, statement) {
+                Ok(rows) => n += rows,
+                Err(e) => {
+                    db.execute_batch("ROLLBACK TO batch; RELEASE batch")?;
+                    return Err(e);
+                }
+            }
+        }
+        db.execute_batch("RELEASE batch")?;
+        Ok(n)
+    }
+
+    fn page(
+        db: &rusqlite::Connection,
+        table: &str,
+        after: u64,
+        upto: u64,
+        limit: u64,
+    ) -> Vec<StoredEvent> {
+        let rows: Vec<JsonRow> = db
+            .prepare(&read_range(table))
+            .unwrap()
+            .query_map([after, upto, limit], |r| Ok(JsonRow { j: r.get(0)? }))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        decode_rows(rows).unwrap()
+    }
+
     #[test]
-    fn inserts_stay_within_d1_parameter_limit() {
-        let events: Vec<StoredEvent> = (1..=30).map(|s| ev(s, Some(json!({"i": s})))).collect();
-        let stmts = insert_events("t", &events);
-        assert_eq!(stmts.len(), 3);
-        assert!(stmts.iter().all(|s| s.params.len() <= 100));
-        assert_eq!(stmts[0].params.len(), 14 * 7);
-        assert_eq!(stmts[2].params.len(), 2 * 7);
-        assert_eq!(stmts[2].sql.matches('?').count(), 14);
+    fn a_batch_is_one_statement_with_one_parameter_unless_it_is_large() {
+        let events: Vec<StoredEvent> = (1..=500).map(|s| ev(s, Some(json!({"i": s})))).collect();
+        let statements = insert_events("t", &events).unwrap();
+        assert_eq!(statements.len(), 1);
+        assert_eq!(statements[0].params.len(), 1);
+        assert_eq!(statements[0].sql.matches('?').count(), 1);
+        assert!(insert_events("t", &[]).unwrap().is_empty());
+
+        let big = json!("\"".repeat(150_000)); // 300 KB of args, 600 KB once escaped
+        let large: Vec<StoredEvent> = (1..=6).map(|s| ev(s, Some(big.clone()))).collect();
+        let statements = insert_events("t", &large).unwrap();
+        assert!(statements.len() > 1);
+        for statement in &statements {
+            let SqlValue::Text(json) = &statement.params[0] else {
+                panic!("rows are text")
+            };
+            assert!(json.len() <= MAX_INSERT_JSON_BYTES);
+        }
+    }
+
+    #[test]
+    fn inserted_rows_read_back_exactly_and_move_the_head() {
+        let table = "eventlog_7_it_s";
+        let db = sqlite_log(table, "it's");
+        // args text kept byte for byte: key order, escapes, big and precise numbers, unicode
+        let args = [
+            r#"{"z":1,"a":[1.5,-0.0,1e300],"s":"quote \" backslash \\ newline \n"}"#,
+            r#"{"n":12345678901234567890123,"f":0.30000000000000004}"#,
+            r#""plain string 🎉 ünïcödé""#,
+            "null",
+        ];
+        let mut events: Vec<StoredEvent> = args
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let mut e = ev(i as u64 + 1, None);
+                e.event.args = Some(RawValue::from_string((*a).to_owned()).unwrap());
+                e
+            })
+            .collect();
+        events.push(ev(5, None)); // no args: SQL NULL
+        let mut last = ev(MAX_SAFE_INTEGER, None);
+        last.event.parent_seq_num = SeqNum::new(5).unwrap();
+        events.push(last);
         assert_eq!(
-            stmts[0].params[..7],
-            [
-                SqlValue::Integer(1),
-                SqlValue::Integer(0),
-                SqlValue::Text(r#"{"i":1}"#.into()),
-                SqlValue::Text("n".into()),
-                SqlValue::Text("T".into()),
-                SqlValue::Text("c".into()),
-                SqlValue::Text("s".into()),
-            ]
+            run_all(&db, &insert_events(table, &events).unwrap()).unwrap(),
+            6
         );
+
+        let stored: Vec<(i64, i64, Option<String>, String)> = db
+            .prepare(&format!(
+                "SELECT seqNum, parentSeqNum, args, name FROM {table} ORDER BY seqNum"
+            ))
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(stored.len(), 6);
+        for (row, event) in stored.iter().zip(&events) {
+            assert_eq!(row.0 as u64, event.event.seq_num.get());
+            assert_eq!(row.1 as u64, event.event.parent_seq_num.get());
+            assert_eq!(row.2.as_deref(), event.args_text());
+            assert_eq!(row.3, "n");
+        }
+        let head: i64 = db
+            .query_row(r#"SELECT "currentHead" FROM "context_7""#, [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(head as u64, MAX_SAFE_INTEGER);
+
+        let read = page(&db, table, 0, MAX_SAFE_INTEGER, 100);
+        let texts = |v: &[StoredEvent]| {
+            v.iter()
+                .map(|e| {
+                    (
+                        e.event.seq_num,
+                        e.args_text().map(str::to_owned),
+                        e.created_at.clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(texts(&read), texts(&events));
+        // ranges and limits
+        let middle = page(&db, table, 1, 4, 2);
+        assert_eq!(
+            middle
+                .iter()
+                .map(|e| e.event.seq_num.get())
+                .collect::<Vec<_>>(),
+            [2, 3]
+        );
+        assert!(page(&db, table, 5, 5, 10).is_empty());
+        // a page of events near the size limit each (SQLite's string limit is per row)
+        let big = format!("\"{}\"", "x".repeat(900_000));
+        let large: Vec<StoredEvent> = (1..=4)
+            .map(|s| {
+                let mut e = ev(s, None);
+                e.event.args = Some(RawValue::from_string(big.clone()).unwrap());
+                e
+            })
+            .collect();
+        // Cloudflare's SQLite refuses strings over 2 MB: neither the inserts nor a page of
+        // 3.6 MB of events may need one
+        let db = sqlite_log("eventlog_7_l", "l");
+        db.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH, 2_000_000)
+            .unwrap();
+        let mut chain = large;
+        chain[0].event.parent_seq_num = SeqNum::ROOT;
+        let inserts = insert_events("eventlog_7_l", &chain).unwrap();
+        assert_eq!(inserts.len(), 4);
+        assert_eq!(run_all(&db, &inserts).unwrap(), 4);
+        let read = page(&db, "eventlog_7_l", 0, 100, 256);
+        assert_eq!(read.len(), 4);
+        assert!(read.iter().all(|e| e.args_text() == Some(big.as_str())));
+    }
+
+    #[test]
+    fn a_failing_batch_stores_nothing_and_keeps_the_head() {
+        let table = "eventlog_7_s";
+        let db = sqlite_log(table, "s");
+        run_all(&db, &insert_events(table, &[ev(1, None)]).unwrap()).unwrap();
+        // seqNum 2 is new but 1 collides: the whole statement fails
+        let batch = [ev(2, None), ev(1, None)];
+        assert!(run_all(&db, &insert_events(table, &batch).unwrap()).is_err());
+        let count: i64 = db
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 1);
+        let head: i64 = db
+            .query_row(r#"SELECT "currentHead" FROM "context_7""#, [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(head, 1);
     }
 
     #[test]
@@ -274,8 +483,17 @@ mod tests {
 
     #[test]
     fn absent_args_are_null_and_explicit_null_is_text() {
-        let stmts = insert_events("t", &[ev(1, None), ev(2, Some(json!(null)))]);
-        assert_eq!(stmts[0].params[2], SqlValue::Null);
-        assert_eq!(stmts[0].params[9], SqlValue::Text("null".into()));
+        let table = "eventlog_7_s";
+        let db = sqlite_log(table, "s");
+        let batch = [ev(1, None), ev(2, Some(json!(null)))];
+        run_all(&db, &insert_events(table, &batch).unwrap()).unwrap();
+        let args: Vec<Option<String>> = db
+            .prepare(&format!("SELECT args FROM {table} ORDER BY seqNum"))
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(args, [None, Some("null".to_owned())]);
     }
 }
