@@ -353,3 +353,38 @@ export const memory = async (ctx, { sockets = 500 } = {}) => {
   await fanOut(ctx, { sockets, pushes: 0, measureMemory: true })
   return ctx.shared.memory
 }
+
+/**
+ * The cost of an HTTP request that does nothing (GET /, the Worker's info text, no Durable
+ * Object): the floor under every HTTP figure (catch-up-http, the streams scenarios).
+ */
+export const httpBaseline = async (ctx, { count = 300 } = {}) => {
+  const get = async () => {
+    const res = await fetch(`${ctx.baseUrl}/`)
+    const text = await res.text()
+    if (res.status !== 200 || !text.startsWith('Info:')) throw new Error(`GET /: HTTP ${res.status} ${text.slice(0, 200)}`)
+  }
+  await get()
+  const latencies = []
+  const deadline = performance.now() + ctx.capMs
+  const end = ctx.meter.begin()
+  const started = performance.now()
+  while (latencies.length < count && performance.now() < deadline) {
+    const t0 = performance.now()
+    await get()
+    latencies.push(performance.now() - t0)
+  }
+  const seconds = (performance.now() - started) / 1000
+  const cpu = end()
+  const n = latencies.length
+  const lat = percentiles(latencies, [50, 99])
+  return {
+    figure: `${round(n / seconds)} req/s  p50 ${lat.p50} ms  p99 ${lat.p99} ms`,
+    primary: { value: n / seconds, unit: 'req/s', better: 'higher' },
+    ops: n,
+    opUnit: 'request',
+    cpu,
+    complete: n === count,
+    details: { requests: n, seconds: round(seconds, 3), perSecond: round(n / seconds), latencyMs: lat },
+  }
+}
