@@ -16,7 +16,9 @@
 //                               prefixes of them (`fan-out`, `catch-up`, `streams`, `rust`, `ts`)
 //   BENCH_BUDGET_S=540          overall time budget in seconds (scenarios are capped to fit it)
 //   BENCH_CAP_SCALE=1           multiplies every per-scenario time cap
-//   BENCH_OUT=path              where to write the JSON (default .wrangler/bench/bench.json)
+//   BENCH_OUT=path              where to write the JSON (default .wrangler/bench/bench.json, or
+//                               bench-only.json with BENCH_ONLY: ratios for targets not run then
+//                               use the last full run's bench.json, marked *)
 //   BENCH_VIA_PROXY=1           send the load through wrangler's entry proxy (the --port) instead
 //                               of straight to the workerd that runs the Worker (the default: the
 //                               proxy hop is a dev-only cost, ~2–3 ms of CPU per HTTP request)
@@ -34,7 +36,7 @@ import { catchUpHttp, catchUpWs, fanOut, httpBaseline, memory, push1, push100 } 
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.resolve(here, '..')
-const OUT = path.resolve(ROOT, process.env.BENCH_OUT ?? '.wrangler/bench/bench.json')
+const FULL_OUT = path.resolve(ROOT, '.wrangler/bench/bench.json')
 const BUDGET_MS = Number(process.env.BENCH_BUDGET_S ?? 540) * 1000
 const VIA_PROXY = process.env.BENCH_VIA_PROXY === '1'
 const T0 = performance.now()
@@ -109,6 +111,21 @@ const targets = TARGETS.filter((t) => targetTokens.length === 0 || targetTokens.
 const scenarios = RUN_ORDER.filter((s) => scenarioTokens.length === 0 || scenarioTokens.some((tok) => matches(s.name, tok)))
 const applies = (scenario, target) => !scenario.streams || target.streams
 
+// A subset run writes its own file and keeps the last full run's bench.json, whose figures give
+// the ratios for targets it did not run (marked * in the table).
+const OUT = path.resolve(ROOT, process.env.BENCH_OUT ?? (only.length > 0 ? '.wrangler/bench/bench-only.json' : FULL_OUT))
+let earlier = []
+let earlierDate
+if (only.length > 0 && fs.existsSync(FULL_OUT)) {
+  try {
+    const full = JSON.parse(fs.readFileSync(FULL_OUT, 'utf8'))
+    if (Array.isArray(full.only) && full.only.length === 0) {
+      earlierDate = full.date
+      earlier = (full.results ?? []).map((r) => ({ ...r, earlier: full.date }))
+    }
+  } catch {}
+}
+
 // ------------------------------------------------------------------------------------------------
 
 const log = (...args) => console.error(`[bench ${round(elapsedMs() / 1000, 1)}s]`, ...args)
@@ -145,6 +162,9 @@ const withTimeout = (promise, ms, what) => {
     }),
   ]).finally(() => clearTimeout(timer))
 }
+
+// A stray failure (a socket of an abandoned scenario) must not end the run and leave the table unprinted.
+process.on('unhandledRejection', (e) => log(`unhandled rejection: ${e?.message ?? e}`))
 
 const results = []
 const targetInfo = {}
@@ -191,7 +211,9 @@ for (const target of targets) {
       const ctx = { target, baseUrl, meter, shared, capMs, seedCapMs: SEED_CAP_S * CAP_SCALE * 1000 }
       const t0 = performance.now()
       try {
-        const r = await withTimeout(scenario.run(ctx), capMs + HANG_GRACE_S * 1000, scenario.name)
+        const running = scenario.run(ctx)
+        running.catch(() => {}) // if it is abandoned as hung, a later failure is not news
+        const r = await withTimeout(running, capMs + HANG_GRACE_S * 1000, scenario.name)
         const entry = { scenario: scenario.name, target: target.name, ok: true, ...r, cpuPerOp: perOp(r.cpu, r.ops), wallSeconds: round((performance.now() - t0) / 1000, 1) }
         results.push(entry)
         log(`${target.name} ${scenario.name}: ${r.figure}  server ${entry.cpuPerOp?.server} µs/${r.opUnit}${r.error ? `  ERROR: ${r.error}` : ''}`)
@@ -212,7 +234,7 @@ for (const target of targets) {
   }
 }
 
-computeRatios(results, TARGETS)
+computeRatios(results, TARGETS, earlier)
 const order = (list, name) => list.findIndex((x) => x.name === name)
 results.sort((a, b) => order(SCENARIOS, a.scenario) - order(SCENARIOS, b.scenario) || order(TARGETS, a.target) - order(TARGETS, b.target))
 
@@ -232,6 +254,9 @@ console.log(
     '(run = workerd running the Worker, aux = entry workerd, node = wrangler); lg = load generator; ÷ref / ÷ceil = ours ÷ other, for the figure and for srv µs/op\n',
 )
 console.log(table)
+if (results.some((r) => r.ratios?.ref?.earlier || r.ratios?.ceiling?.earlier)) {
+  console.log(`\n* against the figures of the last full run (${earlierDate}, ${path.relative(process.cwd(), FULL_OUT)}), not run now`)
+}
 
 fs.mkdirSync(path.dirname(OUT), { recursive: true })
 fs.writeFileSync(

@@ -15,8 +15,10 @@ const ratio = (a, b) => (Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? r
  * For each result of one of our targets: ours/other of the scenario's main figure and of the
  * server CPU per op, against the reference with the same storage and against the ceiling.
  */
-export const computeRatios = (results, targets) => {
-  const find = (scenario, target) => results.find((r) => r.scenario === scenario && r.target === target && r.ok)
+export const computeRatios = (results, targets, earlier = []) => {
+  const find = (scenario, target) =>
+    results.find((r) => r.scenario === scenario && r.target === target && r.ok) ??
+    earlier.find((r) => r.scenario === scenario && r.target === target && r.ok)
   for (const r of results) {
     const t = targets.find((x) => x.name === r.target)
     if (!r.ok || t?.kind !== 'ours') continue
@@ -26,6 +28,7 @@ export const computeRatios = (results, targets) => {
       if (!other) continue
       r.ratios[key] = {
         against: otherName,
+        ...(other.earlier ? { earlier: other.earlier } : {}),
         figure: ratio(r.primary.value, other.primary.value),
         serverCpuPerOp: ratio(r.cpuPerOp?.server, other.cpuPerOp?.server),
       }
@@ -34,7 +37,7 @@ export const computeRatios = (results, targets) => {
 }
 
 const fmtUs = (x) => (x === undefined ? '–' : x >= 100 ? `${Math.round(x)}` : `${x}`)
-const fmtRatio = (r) => (r ? `${r.figure ?? '–'} / ${r.serverCpuPerOp ?? '–'}` : '')
+const fmtRatio = (r) => (r ? `${r.figure ?? '–'} / ${r.serverCpuPerOp ?? '–'}${r.earlier ? ' *' : ''}` : '')
 
 const pad = (s, n) => (s.length >= n ? s : s + ' '.repeat(n - s.length))
 const padStart = (s, n) => (s.length >= n ? s : ' '.repeat(n - s.length) + s)

@@ -84,7 +84,14 @@ export class Conn {
   onMessage(data) {
     const receivedAt = performance.now()
     const text = data.toString()
-    const frame = JSON.parse(text)
+    let frame
+    try {
+      frame = JSON.parse(text)
+    } catch {
+      const failure = new Error(`a frame that is not JSON: ${text.slice(0, 200)}`)
+      for (const h of this.handlers.values()) h.onDefect?.(failure)
+      return
+    }
     if (frame._tag === 'Chunk') {
       const h = this.handlers.get(frame.requestId)
       if (h === undefined) return
