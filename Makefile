@@ -22,7 +22,7 @@ NPM_STAMP := client-ts/node_modules/.setup-stamp
 EXAMPLE := examples/token-auth
 EXAMPLE_SOURCES := $(shell find $(EXAMPLE)/src -name '*.rs') $(EXAMPLE)/Cargo.toml
 
-.PHONY: dev test setup tools npm worker example-token-auth deploy-check lint unit e2e conformance bench-streams clean
+.PHONY: dev test setup tools npm worker example-token-auth deploy-check lint unit e2e conformance bench bench-streams clean
 
 setup: tools npm
 
@@ -92,9 +92,23 @@ $(CONFORMANCE_STAMP): conformance/package.json
 conformance: $(CONFORMANCE_STAMP) worker
 	node conformance/run.mjs
 
-# Durable Streams benchmark (prints figures; not part of the tests).
-bench-streams: setup worker
-	node bench/streams.mjs
+# Side-by-side benchmark (bench/, see README "Benchmarks"; not part of the tests): our Worker
+# with D1 and with DO SQLite, a bare JS Durable Object ceiling and the TypeScript reference
+# (@livestore/sync-cf 0.4.0 from bench/node_modules, pinned in bench/package.json), each under
+# its own wrangler dev on fresh state; at most ~10 minutes. Prints a table and writes
+# .wrangler/bench/bench.json. BENCH_ONLY=<scenarios,targets> runs a subset.
+BENCH_STAMP := bench/node_modules/.setup-stamp
+
+$(BENCH_STAMP): bench/package.json
+	cd bench && npm install --no-audit --no-fund
+	@touch $@
+
+bench: setup worker $(BENCH_STAMP)
+	node bench/run.mjs
+
+# Only the Durable Streams scenarios (our Worker with D1 storage).
+bench-streams: setup worker $(BENCH_STAMP)
+	BENCH_ONLY=streams node bench/run.mjs
 
 test: setup lint unit deploy-check e2e conformance
 
