@@ -2,6 +2,7 @@
 //! server keeps it) and, when chosen, the store's event log (`eventlog_7_<storeId>`).
 
 use super::sql::{self, CountRow, EventRow, MaxRow, SqlValue, CREATE_CONTEXT};
+use crate::faults::CrashPoint;
 use crate::livestore::event::StoredEvent;
 use crate::livestore::store_id::StoreId;
 use crate::stream::{HeadCheckpoint, LogStorage, SeqNum, StorageError};
@@ -165,7 +166,9 @@ impl LogStorage for DoSqliteEventLog {
                     .map_err(|e| StorageError(format!("DO SQLite insert: {e}")))?;
             }
             Ok(())
-        })
+        })?;
+        crate::faults::crash_point(CrashPoint::SqliteAfterInsert).await;
+        Ok(())
     }
 
     async fn count_range(&self, after: SeqNum, upto: SeqNum) -> Result<u64, StorageError> {
