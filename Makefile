@@ -1,6 +1,7 @@
 # Two entry points for a fresh machine (see README):
 #   make dev    install what is missing, build, apply D1 migrations, run wrangler dev
 #   make test   install what is missing, then lint, unit tests and the end-to-end suite
+# and `make soak`, the long crash run (RELIABILITY.md).
 SHELL := /bin/bash
 .DEFAULT_GOAL := dev
 export PATH := $(HOME)/.cargo/bin:$(PATH)
@@ -22,7 +23,7 @@ NPM_STAMP := client-ts/node_modules/.setup-stamp
 EXAMPLE := examples/token-auth
 EXAMPLE_SOURCES := $(shell find $(EXAMPLE)/src -name '*.rs') $(EXAMPLE)/Cargo.toml
 
-.PHONY: dev test setup tools npm worker example-token-auth deploy-check lint unit e2e conformance bench bench-streams clean
+.PHONY: dev test setup tools npm worker worker-faults example-token-auth deploy-check lint unit e2e soak conformance bench bench-streams clean
 
 setup: tools npm
 
@@ -40,6 +41,15 @@ worker: build/index.js
 
 build/index.js: $(RUST_SOURCES) $(NPM_STAMP)
 	worker-build --release
+	@touch $@
+
+# The fault-injection test Worker (client-ts/test/faults/): the same crate with the Cargo feature
+# `fault-injection` (crash points, src/faults.rs), in its own output and target dirs so it never
+# mixes with the shipped build/ nor makes cargo rebuild one for the other.
+worker-faults: build-faults/index.js
+
+build-faults/index.js: $(RUST_SOURCES) $(NPM_STAMP)
+	CARGO_TARGET_DIR=target/fault-injection worker-build --release --out-dir build-faults . --features fault-injection
 	@touch $@
 
 # The example custom Worker (its wrangler [build] command).
@@ -62,6 +72,7 @@ lint:
 	cargo fmt --all --check
 	cargo clippy -p livestore-sync-rs --all-targets -- -D warnings
 	cargo clippy --workspace --target wasm32-unknown-unknown -- -D warnings
+	cargo clippy -p livestore-sync-rs --target wasm32-unknown-unknown --features fault-injection -- -D warnings
 
 unit:
 	cargo test --all-targets
@@ -69,10 +80,10 @@ unit:
 # The end-to-end suite starts its own wrangler dev instances on fresh state and stops them.
 # It runs twice: everything with D1 storage, then the storage-dependent files with DO SQLite
 # (hooks.test.mjs drives the example Worker, which always uses DO SQLite).
-E2E_DO_SQLITE := test/ws-sync.test.mjs test/restart.test.mjs test/bad-input.test.mjs test/http-sync.test.mjs test/transports-cors.test.mjs test/do-rpc.test.mjs
+E2E_DO_SQLITE := test/ws-sync.test.mjs test/restart.test.mjs test/bad-input.test.mjs test/http-sync.test.mjs test/transports-cors.test.mjs test/do-rpc.test.mjs test/crash.test.mjs test/crash-points.test.mjs
 E2E_REPORTS := ../.wrangler/test-logs/vitest-d1.json ../.wrangler/test-logs/vitest-do-sqlite.json
 
-e2e: worker example-token-auth
+e2e: worker worker-faults example-token-auth
 	@mkdir -p .wrangler/test-logs
 	@rm -f .wrangler/test-logs/vitest-*.json
 	cd client-ts && \
@@ -91,6 +102,18 @@ $(CONFORMANCE_STAMP): conformance/package.json
 
 conformance: $(CONFORMANCE_STAMP) worker
 	node conformance/run.mjs
+
+# Crash soak (RELIABILITY.md, "Crashes"): the crash tests of the e2e suite with many SIGKILLs under
+# load instead of 2, once per storage; results in .wrangler/test-logs/crash-<storage>.json.
+CRASH_KILLS ?= 10
+CRASH_TESTS := test/crash.test.mjs test/crash-points.test.mjs
+
+soak: setup worker worker-faults
+	@mkdir -p .wrangler/test-logs
+	cd client-ts && \
+	  E2E_STORAGE=d1 CRASH_KILLS=$(CRASH_KILLS) npx vitest run $(CRASH_TESTS); s1=$$?; \
+	  E2E_STORAGE=do-sqlite CRASH_KILLS=$(CRASH_KILLS) npx vitest run $(CRASH_TESTS); s2=$$?; \
+	  exit $$((s1 | s2))
 
 # Side-by-side benchmark (bench/, see README "Benchmarks"; not part of the tests): our Worker
 # with D1 and with DO SQLite, a bare JS Durable Object ceiling and the TypeScript reference
@@ -113,4 +136,4 @@ bench-streams: setup worker $(BENCH_STAMP)
 test: setup lint unit deploy-check e2e conformance
 
 clean:
-	rm -rf build target .wrangler client-ts/node_modules
+	rm -rf build build-faults target .wrangler client-ts/node_modules

@@ -11,6 +11,7 @@ use crate::durable_streams::engine::{
     self, AcquireRequest, Effect, Handled, LongPoll, Outcome, Snapshot, SseStart,
 };
 use crate::durable_streams::store::StorageError;
+use crate::faults::CrashPoint;
 use crate::storage::stream_sqlite::{transaction, SqliteStreamStore};
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
@@ -212,6 +213,7 @@ impl StreamsObject {
         let handled = run(&store, move |s| {
             engine::handle(s, &request.view(), now_ms())
         })?;
+        crate::faults::crash_point(CrashPoint::StreamAfterCommit).await;
         let outcome = inner.settle(handled).await;
         match outcome {
             Outcome::Reply(response) => to_response(response),

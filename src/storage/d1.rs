@@ -1,6 +1,7 @@
 //! Event logs in D1, one `eventlog_7_<storeId>` table per store.
 
 use super::sql::{self, CountRow, JsonRow, MaxRow, SqlValue, Statement};
+use crate::faults::CrashPoint;
 use crate::livestore::event::StoredEvent;
 use crate::livestore::store_id::StoreId;
 use crate::stream::{LogStorage, SeqNum, StorageError};
@@ -148,6 +149,7 @@ impl LogStorage for D1EventLog {
             }
             None => {}
         }
+        crate::faults::crash_point(CrashPoint::D1AfterInsert).await;
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 //! server keeps it) and, when chosen, the store's event log (`eventlog_7_<storeId>`).
 
 use super::sql::{self, CountRow, JsonRow, MaxRow, SqlValue, CREATE_CONTEXT};
+use crate::faults::CrashPoint;
 use crate::livestore::event::StoredEvent;
 use crate::livestore::store_id::StoreId;
 use crate::stream::{HeadCheckpoint, LogStorage, SeqNum, StorageError};
@@ -172,12 +173,15 @@ impl LogStorage for DoSqliteEventLog {
         };
         // One statement (almost every push) is atomic by itself, head trigger included.
         if let [statement] = statements.as_slice() {
-            return exec(&self.sql, statement);
+            exec(&self.sql, statement)?;
+        } else {
+            let sql = self.sql.clone();
+            super::transaction::transaction(&self.storage, move || {
+                statements.iter().try_for_each(|s| exec(&sql, s))
+            })?;
         }
-        let sql = self.sql.clone();
-        super::transaction::transaction(&self.storage, move || {
-            statements.iter().try_for_each(|s| exec(&sql, s))
-        })
+        crate::faults::crash_point(CrashPoint::SqliteAfterInsert).await;
+        Ok(())
     }
 
     async fn count_range(&self, after: SeqNum, upto: SeqNum) -> Result<u64, StorageError> {

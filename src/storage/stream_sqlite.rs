@@ -4,6 +4,7 @@
 //! all (producer state with the data it admits).
 
 use crate::durable_streams::store::{Meta, StorageError, StreamStore};
+use crate::faults::CrashPoint;
 use crate::stream::producer::ProducerState;
 use std::rc::Rc;
 use worker::{SqlStorage, SqlStorageValue, Storage};
@@ -114,6 +115,7 @@ impl StreamStore for SqliteStreamStore {
                 "insert message",
             )?;
         }
+        crate::faults::crash_point_sync(CrashPoint::StreamAfterData)?;
         Ok(())
     }
 

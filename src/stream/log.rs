@@ -144,7 +144,14 @@ impl<S: LogStorage, H: HeadCheckpoint> EventLog<S, H> {
             });
         }
         let new_head = check_chain(head, entries)?;
-        self.storage.append(entries).await?;
+        if let Err(e) = self.storage.append(entries).await {
+            // Storage may hold entries past our head after all: a D1 write reported failed in
+            // transit but committed, or one a dead instance of the object sent and D1 committed
+            // after this one read its head. Take the head from storage again, or every later
+            // append would collide with them and pulls would stop short of them.
+            self.head.set(None);
+            return Err(e.into());
+        }
         self.head.set(Some(new_head));
         // The entries are the truth and the head is recovered from them on the next open,
         // so a failed checkpoint costs nothing but a repair then.
@@ -411,6 +418,28 @@ pub(crate) mod tests {
         block_on(reopened.append(&chain(5, 5), |_| {})).unwrap();
         let seqs: Vec<u64> = storage.rows.borrow().iter().map(|e| e.seq.get()).collect();
         assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn entries_stored_behind_the_head_are_found_after_a_failed_append() {
+        let storage = Memory::default();
+        let log = EventLog::new(storage.clone(), Checkpoint::default());
+        block_on(log.append(&chain(1, 2), |_| {})).unwrap();
+        // 3..4 land after the log read its head, e.g. a write the previous instance of the
+        // object sent before it died, committed by D1 after this instance started.
+        storage.rows.borrow_mut().extend(chain(3, 4));
+        let err = block_on(log.append(&chain(3, 3), |_| panic!("published"))).unwrap_err();
+        assert!(matches!(err, AppendError::Storage(_)), "{err:?}");
+        // Not wedged: the head is taken from storage again, the writer is told to rebase.
+        assert_eq!(block_on(log.head()).unwrap(), seq(4));
+        assert_eq!(
+            block_on(log.append(&chain(3, 3), |_| {})).unwrap_err(),
+            AppendError::Conflict {
+                head: seq(4),
+                provided: seq(2)
+            }
+        );
+        assert_eq!(block_on(log.append(&chain(5, 5), |_| {})).unwrap(), seq(5));
     }
 
     #[test]

@@ -184,12 +184,16 @@ export const openClient = async ({
 
     /**
      * Starts a live pull (catch-up pages followed by pushed events) and records every page.
-     * Returns { pages, events(), waitForEvents(n, timeoutMs), waitForPages(n, timeoutMs), stop() }.
+     * `onPage(page)` is called for each page as it arrives.
+     * Returns { pages, events(), waitForEvents(n, timeoutMs), waitForPages(n, timeoutMs), stop(), ended },
+     * where `ended` resolves with the error that ended the pull (a live pull never ends by itself).
      */
-    live: async (cursor) => {
+    live: async (cursor, { onPage } = {}) => {
       const cursorOpt = await cursorOption(cursor)
       const pages = []
       let failure
+      let resolveEnded
+      const ended = new Promise((resolve) => (resolveEnded = resolve))
       let waiters = []
       const notify = () => {
         for (const w of waiters) w()
@@ -198,7 +202,9 @@ export const openClient = async ({
         backend.pull(cursorOpt, { live: true }).pipe(
           Stream.runForEach((page) =>
             Effect.sync(() => {
-              pages.push(toPlainPage(page))
+              const plain = toPlainPage(page)
+              pages.push(plain)
+              onPage?.(plain)
               notify()
             }),
           ),
@@ -217,6 +223,7 @@ export const openClient = async ({
         } else {
           failure = new Error('live pull stream ended')
         }
+        resolveEnded(failure)
         notify()
       })
 
@@ -252,6 +259,7 @@ export const openClient = async ({
         stop: async () => {
           await runtime.runPromise(Fiber.interrupt(fiber))
         },
+        ended,
       }
     },
 

@@ -237,7 +237,8 @@ const runSqliteHelper = (input) =>
  *   must say where its logs live (nothing is passed to it).
  * @returns {Promise<{ url: string, port: number, persistDir: string, logFile: string, storage: string,
  *   workerName: string, doDir: string, stop(): Promise<void>, start(): Promise<void>, restart(): Promise<void>,
- *   d1(sql: string): Promise<any[]>, doSql(storeId: string, opts?: object): Promise<object> }>}
+ *   kill(): Promise<void>, d1(sql: string): Promise<any[]>, d1File(storeId: string, sql: string, params?: any[]): Promise<any[]>,
+ *   doSql(storeId: string, opts?: object): Promise<object> }>}
  */
 export const startWorker = async ({ name, config, vars = {}, storage }) => {
   installExitHooks()
@@ -340,6 +341,26 @@ export const startWorker = async ({ name, config, vars = {}, storage }) => {
     await start()
   }
 
+  /**
+   * A crash: SIGKILL to wrangler and workerd at once (the whole process group), no grace period.
+   * Resolves once every process of the group is gone and the port is free; `start()` then brings
+   * the worker back on the same persisted state.
+   */
+  const kill = async () => {
+    const proc = child
+    if (!proc) return
+    child = undefined
+    const exited = proc.exitCode !== null || proc.signalCode !== null
+      ? Promise.resolve()
+      : new Promise((resolve) => proc.once('exit', resolve))
+    killGroup(proc.pid, 'SIGKILL')
+    await exited
+    for (let i = 0; i < 100 && groupAlive(proc.pid); i++) await sleep(50)
+    liveGroups.delete(proc.pid)
+    fs.appendFileSync(logFile, `\n=== ${new Date().toISOString()} SIGKILL (test crash) ===\n`)
+    await waitForPortFree(port)
+  }
+
   /** Runs SQL against the local D1 (works whether or not the worker is running); returns the rows. */
   const d1 = async (sql) => {
     const res = await runWrangler(
@@ -363,15 +384,30 @@ export const startWorker = async ({ name, config, vars = {}, storage }) => {
    * Reading while the worker runs is fine (read-only); `write: true` only with the worker stopped.
    *
    * @param {string} storeId
-   * @param {{ sql?: string, params?: any[], write?: boolean, ifTable?: string }} [opts]
-   *   `ifTable`: run `sql` only if that table exists in the file (else `rows` is [])
+   * @param {{ sql?: string, params?: any[], write?: boolean, ifTable?: string, objectClass?: string }} [opts]
+   *   `ifTable`: run `sql` only if that table exists in the file (else `rows` is []);
+   *   `objectClass`: another Durable Object class of the worker (e.g. `StreamObject`, whose objects are
+   *   found by the name given to idFromName, the stream path), instead of SyncBackendDO
    * @returns {Promise<{ file: string, tables: string[], rows: any[] }>}
    */
-  const doSql = async (storeId, { sql, params = [], write = false, ifTable } = {}) => {
+  const doSql = async (storeId, { sql, params = [], write = false, ifTable, objectClass } = {}) => {
     if (write && child) throw new Error(`doSql(write) on worker "${name}" while it runs: stop it first`)
-    const res = await runSqliteHelper({ dir: doDir, storeId, table: eventlogTableName(storeId), sql, params, write, ifTable })
-    if (res.error) throw new Error(`DO SQLite of store ${storeId} in ${doDir}: ${res.error}`)
+    const dir = objectClass ? path.join(persistDir, 'v3', 'do', `${workerName}-${objectClass}`) : doDir
+    const res = await runSqliteHelper({ dir, storeId, table: eventlogTableName(storeId), sql, params, write, ifTable })
+    if (res.error) throw new Error(`DO SQLite of store ${storeId} in ${dir}: ${res.error}`)
     return res
+  }
+
+  /**
+   * Runs SQL straight in the local D1 database's SQLite file, read-only (no wrangler process: fast,
+   * and fine while the worker is down after a crash). The file must hold the store's event-log table.
+   * @returns {Promise<any[]>} the rows
+   */
+  const d1File = async (storeId, sql, params = []) => {
+    const dir = path.join(persistDir, 'v3', 'd1', 'miniflare-D1DatabaseObject')
+    const res = await runSqliteHelper({ dir, storeId, table: eventlogTableName(storeId), sql, params, write: false })
+    if (res.error) throw new Error(`D1 file of store ${storeId} in ${dir}: ${res.error}`)
+    return res.rows
   }
 
   /** Current size of the log file: pass it to logSince() to get what the worker logged afterwards. */
@@ -402,7 +438,9 @@ export const startWorker = async ({ name, config, vars = {}, storage }) => {
     start,
     stop,
     restart,
+    kill,
     d1,
+    d1File,
     doSql,
     logOffset,
     logSince,
@@ -422,6 +460,17 @@ export const DO_RPC_TEST_CONFIG = path.join(CLIENT_TS_DIR, 'test', 'do-rpc', 'wr
  */
 export const startDoRpcWorker = ({ name, storage = E2E_STORAGE, vars = {} }) =>
   startWorker({ name, config: DO_RPC_TEST_CONFIG, storage, vars: { SYNC_STORAGE: storage, ...vars } })
+
+/**
+ * wrangler config of the fault-injection test Worker (test/faults/): the project's Worker built with the
+ * Cargo feature `fault-injection` (`make worker-faults`, into build-faults/), whose crash points the
+ * tests arm through `<url>/__faults/arm` (see test/faults/entry.mjs). Never the shipped build.
+ */
+export const FAULTS_TEST_CONFIG = path.join(CLIENT_TS_DIR, 'test', 'faults', 'wrangler.toml')
+
+/** Starts the fault-injection test Worker (see FAULTS_TEST_CONFIG), event logs where `storage` says. */
+export const startFaultsWorker = ({ name, storage = E2E_STORAGE, vars = {} }) =>
+  startWorker({ name, config: FAULTS_TEST_CONFIG, storage, vars: { SYNC_STORAGE: storage, ...vars } })
 
 /** Event-log table of a store (same as util.mjs's eventlogTable; repeated here to keep the modules independent). */
 const eventlogTableName = (storeId) => `eventlog_7_${storeId.replaceAll(/[^a-zA-Z0-9]/g, '_')}`

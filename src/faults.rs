@@ -1,0 +1,159 @@
+//! Named crash points for the crash tests (`client-ts/test/crash-points.test.mjs`).
+//!
+//! Only a build with the `fault-injection` feature (the test Worker in `client-ts/test/faults/`,
+//! built by `make worker-faults`) can arm them. In every other build, the shipped Worker
+//! included, [`crash_point`] and [`crash_point_sync`] are empty and compile to nothing, and
+//! nothing can arm them.
+//!
+//! An armed point fires once: it logs `FAULT-INJECTION stalled at <point>` and then stalls, so
+//! that the test can SIGKILL the runtime at exactly that moment.
+
+use crate::stream::StorageError;
+
+/// The places where the crash tests stop the Worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// D1 has committed a push's events; the head in `context_7` is not updated yet.
+    D1AfterInsert,
+    /// The same with the event log in the Durable Object's own SQLite.
+    SqliteAfterInsert,
+    /// A Durable Streams append has written its messages and not yet the producer state, inside
+    /// the operation's transaction.
+    StreamAfterData,
+    /// A Durable Streams operation (of any kind: the tests arm it just before an append) has
+    /// committed; its reply is not sent yet.
+    StreamAfterCommit,
+}
+
+impl CrashPoint {
+    /// Every crash point.
+    pub const ALL: [CrashPoint; 4] = [
+        CrashPoint::D1AfterInsert,
+        CrashPoint::SqliteAfterInsert,
+        CrashPoint::StreamAfterData,
+        CrashPoint::StreamAfterCommit,
+    ];
+
+    /// The name the tests arm it by.
+    pub fn name(self) -> &'static str {
+        match self {
+            CrashPoint::D1AfterInsert => "d1-after-insert",
+            CrashPoint::SqliteAfterInsert => "sqlite-after-insert",
+            CrashPoint::StreamAfterData => "stream-after-data",
+            CrashPoint::StreamAfterCommit => "stream-after-commit",
+        }
+    }
+
+    /// The point called `name`.
+    pub fn parse(name: &str) -> Option<CrashPoint> {
+        CrashPoint::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+/// Stalls here if `point` is armed (fault-injection builds only; a no-op otherwise).
+#[inline]
+pub async fn crash_point(point: CrashPoint) {
+    #[cfg(all(feature = "fault-injection", target_arch = "wasm32"))]
+    armed::stall(point).await;
+    #[cfg(not(all(feature = "fault-injection", target_arch = "wasm32")))]
+    let _ = point;
+}
+
+/// [`crash_point`] for synchronous code, such as the body of a transaction, which cannot
+/// await: an armed point spins, and fails if it is not killed by then, so that the
+/// transaction rolls back either way.
+#[inline]
+pub fn crash_point_sync(point: CrashPoint) -> Result<(), StorageError> {
+    #[cfg(all(feature = "fault-injection", target_arch = "wasm32"))]
+    return armed::spin(point);
+    #[cfg(not(all(feature = "fault-injection", target_arch = "wasm32")))]
+    {
+        let _ = point;
+        Ok(())
+    }
+}
+
+#[cfg(all(feature = "fault-injection", target_arch = "wasm32"))]
+mod armed {
+    use super::CrashPoint;
+    use crate::stream::StorageError;
+    use std::cell::RefCell;
+    use std::time::Duration;
+    use wasm_bindgen::prelude::*;
+
+    /// An async point goes on as if nothing happened after this long; the test kills the
+    /// runtime within a second of the log line.
+    const STALL: Duration = Duration::from_secs(120);
+    /// Loop rounds of a synchronous stall (seconds of CPU time). Time does not advance
+    /// inside synchronous Worker code, so the loop cannot watch a clock.
+    const SPIN_ROUNDS: u64 = 1 << 33;
+
+    thread_local! {
+        static ARMED: RefCell<Vec<CrashPoint>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Arms a crash point for its next hit in this isolate. Exported to the test Worker's
+    /// entry module only (this module exists only in fault-injection builds).
+    #[wasm_bindgen(js_name = armFault)]
+    pub fn arm_fault(name: &str) -> Result<(), JsValue> {
+        let point = CrashPoint::parse(name)
+            .ok_or_else(|| JsValue::from_str(&format!("unknown crash point {name}")))?;
+        ARMED.with(|armed| armed.borrow_mut().push(point));
+        Ok(())
+    }
+
+    /// Disarms `point` and says whether it was armed.
+    fn fire(point: CrashPoint) -> bool {
+        let fired = ARMED.with(|armed| {
+            let mut armed = armed.borrow_mut();
+            let found = armed.iter().position(|p| *p == point);
+            found.map(|i| armed.remove(i)).is_some()
+        });
+        if fired {
+            worker::console_log!("FAULT-INJECTION stalled at {}", point.name());
+        }
+        fired
+    }
+
+    pub async fn stall(point: CrashPoint) {
+        if fire(point) {
+            worker::Delay::from(STALL).await;
+            worker::console_log!("FAULT-INJECTION resumed after {}", point.name());
+        }
+    }
+
+    pub fn spin(point: CrashPoint) -> Result<(), StorageError> {
+        if !fire(point) {
+            return Ok(());
+        }
+        let mut rounds = 0u64;
+        while std::hint::black_box(rounds) < SPIN_ROUNDS {
+            rounds += 1;
+        }
+        Err(StorageError(format!(
+            "fault injection: {} was not killed",
+            point.name()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for point in CrashPoint::ALL {
+            assert_eq!(CrashPoint::parse(point.name()), Some(point));
+        }
+        assert_eq!(CrashPoint::parse("nowhere"), None);
+    }
+
+    #[test]
+    fn points_are_no_ops_without_the_feature() {
+        for point in CrashPoint::ALL {
+            assert_eq!(crash_point_sync(point), Ok(()));
+            futures::executor::block_on(crash_point(point));
+        }
+    }
+}
