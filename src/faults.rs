@@ -15,7 +15,8 @@ use crate::stream::StorageError;
 pub enum CrashPoint {
     /// D1 has committed a push's events; the head in `context_7` is not updated yet.
     D1AfterInsert,
-    /// The same with the event log in the Durable Object's own SQLite.
+    /// The same with the event log in the Durable Object's own SQLite, where a trigger has
+    /// already moved the head in the same statement (the test checks it agrees).
     SqliteAfterInsert,
     /// A Durable Streams append has written its messages and not yet the producer state, inside
     /// the operation's transaction.
