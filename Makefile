@@ -23,7 +23,7 @@ NPM_STAMP := client-ts/node_modules/.setup-stamp
 EXAMPLE := examples/token-auth
 EXAMPLE_SOURCES := $(shell find $(EXAMPLE)/src -name '*.rs') $(EXAMPLE)/Cargo.toml
 
-.PHONY: dev test setup tools npm worker worker-faults example-token-auth deploy-check lint unit e2e soak conformance bench bench-streams clean
+.PHONY: dev test setup tools npm worker worker-faults example-token-auth deploy-check lint unit e2e conformance bench bench-streams soak soak-crash soak-load clean
 
 setup: tools npm
 
@@ -80,7 +80,8 @@ unit:
 # The end-to-end suite starts its own wrangler dev instances on fresh state and stops them.
 # It runs twice: everything with D1 storage, then the storage-dependent files with DO SQLite
 # (hooks.test.mjs drives the example Worker, which always uses DO SQLite).
-E2E_DO_SQLITE := test/ws-sync.test.mjs test/restart.test.mjs test/bad-input.test.mjs test/http-sync.test.mjs test/transports-cors.test.mjs test/do-rpc.test.mjs test/crash.test.mjs test/crash-points.test.mjs
+E2E_DO_SQLITE := test/ws-sync.test.mjs test/restart.test.mjs test/bad-input.test.mjs test/http-sync.test.mjs test/transports-cors.test.mjs test/do-rpc.test.mjs \
+  test/crash.test.mjs test/crash-points.test.mjs test/load.test.mjs test/load-contention.test.mjs test/auth.test.mjs
 E2E_REPORTS := ../.wrangler/test-logs/vitest-d1.json ../.wrangler/test-logs/vitest-do-sqlite.json
 
 e2e: worker worker-faults example-token-auth
@@ -108,7 +109,7 @@ conformance: $(CONFORMANCE_STAMP) worker
 CRASH_KILLS ?= 10
 CRASH_TESTS := test/crash.test.mjs test/crash-points.test.mjs
 
-soak: setup worker worker-faults
+soak-crash: setup worker worker-faults
 	@mkdir -p .wrangler/test-logs
 	cd client-ts && \
 	  E2E_STORAGE=d1 CRASH_KILLS=$(CRASH_KILLS) npx vitest run $(CRASH_TESTS); s1=$$?; \
@@ -134,6 +135,22 @@ bench-streams: setup worker $(BENCH_STAMP)
 	BENCH_ONLY=streams node bench/run.mjs
 
 test: setup lint unit deploy-check e2e conformance
+
+# Long runs, not part of `make test`. `soak` runs every soak target.
+soak: soak-crash soak-load
+
+# Load soak (RELIABILITY.md § Load): 1,000 WebSocket clients on 10 stores with live pulls, 50 of them
+# (real makeWsSync clients) pushing 20 batches each, once with D1 and once with DO SQLite storage.
+# Prints delivery latency p50/p99/max and memory per idle socket; writes
+# .wrangler/test-logs/load-<storage>-1000.json (progress: .wrangler/test-logs/load-progress-<storage>.log).
+# `make test` runs the same test small (200 clients on 4 stores, 20 pushers).
+SOAK_LOAD := LOAD_CLIENTS=1000 LOAD_STORES=10 LOAD_PUSHERS=50 LOAD_PUSHES=20
+
+soak-load: setup worker
+	cd client-ts && \
+	  E2E_STORAGE=d1 $(SOAK_LOAD) npx vitest run test/load.test.mjs; s1=$$?; \
+	  E2E_STORAGE=do-sqlite $(SOAK_LOAD) npx vitest run test/load.test.mjs; s2=$$?; \
+	  exit $$((s1 | s2))
 
 clean:
 	rm -rf build build-faults target .wrangler client-ts/node_modules

@@ -359,6 +359,17 @@ impl SyncBackendObject {
                 ))
             };
         }
+        // The object is named after its store (`idFromName(storeId)`), and the first request
+        // after a start or a wake-up decides which store's log it opens: a request for another
+        // store (a DO-RPC payload, which has no URL) must not make it open that store's log.
+        if let Some(name) = self.state.id().name() {
+            if name != store_id.as_str() {
+                return Err(SyncError::unknown(
+                    "InvalidStoreError",
+                    format!("this Durable Object serves store `{name}`, not `{store_id}`"),
+                ));
+            }
+        }
         let unavailable = |e: String| SyncError::unknown("StorageError", e);
         let storage = self.state.storage();
         let events = match self.options.storage_kind() {
