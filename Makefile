@@ -22,7 +22,7 @@ NPM_STAMP := client-ts/node_modules/.setup-stamp
 EXAMPLE := examples/token-auth
 EXAMPLE_SOURCES := $(shell find $(EXAMPLE)/src -name '*.rs') $(EXAMPLE)/Cargo.toml
 
-.PHONY: dev test setup tools npm worker example-token-auth deploy-check lint unit e2e conformance bench-streams clean
+.PHONY: dev test setup tools npm worker example-token-auth deploy-check lint unit fuzz-short fuzz e2e conformance bench-streams clean
 
 setup: tools npm
 
@@ -60,11 +60,24 @@ dev: setup worker
 
 lint:
 	cargo fmt --all --check
+	cargo fmt --manifest-path fuzz/Cargo.toml --check
 	cargo clippy -p livestore-sync-rs --all-targets -- -D warnings
 	cargo clippy --workspace --target wasm32-unknown-unknown -- -D warnings
+	cargo clippy --manifest-path fuzz/Cargo.toml -- -D warnings
 
 unit:
 	cargo test --all-targets
+
+# libFuzzer over every decoder reachable from the network (fuzz/, see RELIABILITY.md):
+# a short run of each target from the committed corpora, as part of `make test`...
+FUZZ_SHORT_SECONDS ?= 8
+fuzz-short: tools
+	bash scripts/fuzz.sh $(FUZZ_SHORT_SECONDS)
+
+# ...and the long form, which also merges inputs that add coverage into fuzz/corpus/.
+FUZZ_SECONDS ?= 300
+fuzz: tools
+	bash scripts/fuzz.sh $(FUZZ_SECONDS) --merge
 
 # The end-to-end suite starts its own wrangler dev instances on fresh state and stops them.
 # It runs twice: everything with D1 storage, then the storage-dependent files with DO SQLite
@@ -96,7 +109,7 @@ conformance: $(CONFORMANCE_STAMP) worker
 bench-streams: setup worker
 	node bench/streams.mjs
 
-test: setup lint unit deploy-check e2e conformance
+test: setup lint unit fuzz-short deploy-check e2e conformance
 
 clean:
-	rm -rf build target .wrangler client-ts/node_modules
+	rm -rf build target .wrangler client-ts/node_modules fuzz/target fuzz/work fuzz/logs

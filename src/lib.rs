@@ -19,6 +19,7 @@
 //! repository ships; turn it off to use the crate as a library in your own Worker.
 
 pub mod durable_streams;
+pub mod json_limits;
 pub mod livestore;
 pub mod storage;
 pub mod stream;
