@@ -23,7 +23,7 @@ NPM_STAMP := client-ts/node_modules/.setup-stamp
 EXAMPLE := examples/token-auth
 EXAMPLE_SOURCES := $(shell find $(EXAMPLE)/src -name '*.rs') $(EXAMPLE)/Cargo.toml
 
-.PHONY: dev test setup tools npm worker worker-faults example-token-auth deploy-check lint unit e2e conformance bench bench-streams soak soak-crash soak-load clean
+.PHONY: dev test setup tools npm worker worker-faults example-token-auth deploy-check lint unit fuzz-short fuzz e2e conformance bench bench-streams soak soak-crash soak-load clean
 
 setup: tools npm
 
@@ -70,12 +70,25 @@ dev: setup worker
 
 lint:
 	cargo fmt --all --check
+	cargo fmt --manifest-path fuzz/Cargo.toml --check
 	cargo clippy -p livestore-sync-rs --all-targets -- -D warnings
 	cargo clippy --workspace --target wasm32-unknown-unknown -- -D warnings
 	cargo clippy -p livestore-sync-rs --target wasm32-unknown-unknown --features fault-injection -- -D warnings
+	cargo clippy --manifest-path fuzz/Cargo.toml -- -D warnings
 
 unit:
 	cargo test --all-targets
+
+# libFuzzer over every decoder reachable from the network (fuzz/, see RELIABILITY.md):
+# a short run of each target from the committed corpora, as part of `make test`...
+FUZZ_SHORT_SECONDS ?= 8
+fuzz-short: tools
+	bash scripts/fuzz.sh $(FUZZ_SHORT_SECONDS)
+
+# ...and the long form, which also merges inputs that add coverage into fuzz/corpus/.
+FUZZ_SECONDS ?= 300
+fuzz: tools
+	bash scripts/fuzz.sh $(FUZZ_SECONDS) --merge
 
 # The end-to-end suite starts its own wrangler dev instances on fresh state and stops them.
 # It runs twice: everything with D1 storage, then the storage-dependent files with DO SQLite
@@ -134,7 +147,7 @@ bench: setup worker $(BENCH_STAMP)
 bench-streams: setup worker $(BENCH_STAMP)
 	BENCH_ONLY=streams node bench/run.mjs
 
-test: setup lint unit deploy-check e2e conformance
+test: setup lint unit fuzz-short deploy-check e2e conformance
 
 # Long runs, not part of `make test`. `soak` runs every soak target.
 soak: soak-crash soak-load
@@ -153,4 +166,4 @@ soak-load: setup worker
 	  exit $$((s1 | s2))
 
 clean:
-	rm -rf build build-faults target .wrangler client-ts/node_modules
+	rm -rf build build-faults target .wrangler client-ts/node_modules fuzz/target fuzz/work fuzz/logs

@@ -18,6 +18,12 @@ if [ "$(worker-build --version 2>/dev/null || true)" != "0.8.7" ]; then
   cargo install worker-build --version 0.8.7 --locked
 fi
 
+# libFuzzer targets (fuzz/, `make fuzz-short` in `make test`). It drives nightly-only
+# compiler flags, which scripts/fuzz.sh enables on stable with RUSTC_BOOTSTRAP.
+if [ "$(cargo fuzz --version 2>/dev/null || true)" != "cargo-fuzz 0.13.2" ]; then
+  cargo install cargo-fuzz --version 0.13.2 --locked
+fi
+
 # The wasm-bindgen CLI must match the library version that Cargo.lock resolved.
 want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $3); print $3; exit }' Cargo.lock)
 if [ -z "$want" ]; then

@@ -20,6 +20,7 @@
 
 pub mod durable_streams;
 pub mod faults;
+pub mod json_limits;
 pub mod livestore;
 pub mod storage;
 pub mod stream;

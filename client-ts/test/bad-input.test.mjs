@@ -6,7 +6,7 @@ import { WebSocket } from 'ws'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { eventsOf, clientPool } from './support/livestore-client.mjs'
 import { RawSocket, newRequestId, pullRequest, pushRequest, wsSyncUrl } from './support/raw-ws.mjs'
-import { makeEvents, normalizeEvent, storedRows, uniqueStoreId, rawEvent } from './support/util.mjs'
+import { eventlogTable, makeEvents, normalizeEvent, storedRows, uniqueStoreId, rawEvent } from './support/util.mjs'
 import { startWorker } from './support/worker.mjs'
 
 let worker
@@ -99,6 +99,46 @@ const wsCases = [
     build: (storeId, id) => pushRequest(id, storeId, [rawEvent(3, 2), rawEvent(3, 2)]),
     allowed: ['defect', 'failure', 'close'],
   },
+  // Input limits (README "Limits"): each refused with a failed Exit naming the limit.
+  {
+    name: 'push batch over 1000 events',
+    seed: 2,
+    build: (storeId, id) => pushRequest(id, storeId, Array.from({ length: 1001 }, (_, i) => rawEvent(3 + i, 2 + i))),
+    allowed: ['failure'],
+    message: /a push batch holds at most 1000 events/,
+  },
+  {
+    name: 'event args over 900 kB',
+    seed: 2,
+    build: (storeId, id) => pushRequest(id, storeId, [rawEvent(3, 2, { args: 'x'.repeat(900_000) })]),
+    allowed: ['failure'],
+    message: /event args are 900002 bytes of JSON; the limit is 900000/,
+  },
+  {
+    name: 'event args nested 10,000 levels deep',
+    seed: 2,
+    build: (storeId, id) =>
+      JSON.stringify(pushRequest(id, storeId, [rawEvent(3, 2, { args: 'DEEP' })])).replace(
+        '"DEEP"',
+        '['.repeat(10_000) + ']'.repeat(10_000),
+      ),
+    allowed: ['failure'],
+    message: /nested deeper than 128 levels/,
+  },
+  {
+    name: 'seqNum beyond 2^53',
+    seed: 2,
+    build: (storeId, id) => pushRequest(id, storeId, [rawEvent(2 ** 53, 2)]),
+    allowed: ['failure'],
+    message: /sequence number 9007199254740992 is beyond 2\^53-1/,
+  },
+  {
+    name: 'pull cursor beyond 2^53',
+    seed: 2,
+    build: (storeId, id) => pullRequest(id, storeId, { cursor: { backendId: 'any', eventSequenceNumber: 2 ** 53 + 2 } }),
+    allowed: ['failure'],
+    message: /beyond 2\^53-1/,
+  },
   {
     name: 'frame over 1 MiB',
     seed: 2,
@@ -128,6 +168,13 @@ describe('bad input over a raw WebSocket', () => {
       }
       expect(c.allowed, `unexpected reaction ${JSON.stringify(reaction).slice(0, 500)}`).toContain(reaction.kind)
       if (reaction.kind === 'failure') expect(reaction.frame.exit.cause).toBeTypeOf('object')
+      if (c.message !== undefined) {
+        // An InvalidRequestError: UnknownError whose cause names the limit.
+        const { error } = reaction.frame.exit.cause
+        expect(error._tag).toBe('UnknownError')
+        expect(error.cause.name).toBe('InvalidRequestError')
+        expect(error.cause.message).toMatch(c.message)
+      }
       if (c.closeCode !== undefined) expect(reaction.code).toBe(c.closeCode)
 
       await expectUntouchedAndUsable(storeId, seeded)
@@ -154,6 +201,75 @@ describe('bad input over a raw WebSocket', () => {
     await live.waitForEvents(3)
     expect(live.events().map((e) => e.seqNum)).toEqual([1, 2, 3])
     await expectUntouchedAndUsable(storeId, [...seeded, ...makeEvents(2, 3)])
+  })
+})
+
+describe('store ids that map to one table name', () => {
+  // `eventlog_7_<id with [^A-Za-z0-9] as _>`, and SQLite ignores ASCII case in table names: these
+  // three ids name one table. They must never share a log: in D1 (one database for all stores) the
+  // first to claim the name keeps it and the others are refused; with DO SQLite every store has its
+  // own database.
+  test('never share data', async () => {
+    const first = uniqueStoreId('Same')
+    const others = [first.replaceAll('-', '_'), first.toLowerCase()]
+    expect(new Set([first, ...others].map((id) => eventlogTable(id).toLowerCase())).size).toBe(1)
+    const seeded = await seed(first, 2)
+
+    for (const other of others) {
+      const raw = await RawSocket.open(wsSyncUrl(worker.url, other))
+      try {
+        const pulled = await raw.request(pullRequest(newRequestId(), other))
+        const pushId = newRequestId()
+        const from = raw.messages.length
+        raw.send(pushRequest(pushId, other, [rawEvent(1, 0)]))
+        const pushed = await raw.reaction({ from, requestId: pushId, timeoutMs: 20_000 })
+        if (worker.storage === 'd1') {
+          for (const exit of [pulled.exit, pushed.frame.exit]) {
+            expect(exit._tag).toBe('Failure')
+            expect(exit.cause.error.cause.message).toMatch(/already holds store/)
+          }
+        } else {
+          expect(pulled.exit._tag).toBe('Success')
+          expect(pulled.values.flatMap((v) => v.batch)).toEqual([])
+          expect(pushed.kind).toBe('success')
+        }
+      } finally {
+        raw.terminate()
+      }
+    }
+    await expectUntouchedAndUsable(first, seeded)
+  })
+})
+
+describe('Durable Streams JSON mode limits', () => {
+  const stream = async () => {
+    const url = `${worker.url}/v1/stream/${uniqueStoreId('json-limits')}`
+    const res = await fetch(url, { method: 'PUT', headers: { 'content-type': 'application/json' } })
+    expect(res.status).toBe(201)
+    await res.arrayBuffer()
+    return url
+  }
+  const append = (url, body) => fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body })
+  const read = async (url) => (await fetch(`${url}?offset=-1`)).json()
+
+  test('a body nested 10,000 levels deep is a 400 and stores nothing', async () => {
+    const url = await stream()
+    const res = await append(url, '['.repeat(10_000) + ']'.repeat(10_000))
+    expect(res.status).toBe(400)
+    expect(await res.text()).toMatch(/nested deeper than 128 levels/)
+    expect(await read(url)).toEqual([])
+    const ok = await append(url, '[{"a":1}]')
+    expect(ok.status).toBe(204)
+    await ok.arrayBuffer()
+    expect(await read(url)).toEqual([{ a: 1 }])
+  })
+
+  test('a body of more than 10,000 messages is a 400 and stores nothing', async () => {
+    const url = await stream()
+    const res = await append(url, JSON.stringify(Array.from({ length: 10_001 }, (_, i) => i)))
+    expect(res.status).toBe(400)
+    expect(await res.text()).toMatch(/at most 10000 messages/)
+    expect(await read(url)).toEqual([])
   })
 })
 
@@ -219,6 +335,9 @@ describe('HTTP routing', () => {
     expect(await upgradeStatus(`${base}?storeId=x&payload=%25ZZ&transport=ws`)).toBe(400)
     // decodable but not JSON
     expect(await upgradeStatus(`${base}?storeId=x&payload=not%2520json&transport=ws`)).toBe(400)
+    // store ids over 256 bytes or with control characters
+    expect(await upgradeStatus(`${base}?storeId=${'x'.repeat(257)}&transport=ws`)).toBe(400)
+    expect(await upgradeStatus(`${base}?storeId=a%0Ab&transport=ws`)).toBe(400)
     // sanity check: a well-formed payload is accepted
     const ok = encodeURIComponent(encodeURIComponent(JSON.stringify({ authToken: 't' })))
     expect(await upgradeStatus(`${base}?storeId=x&payload=${ok}&transport=ws`)).toBe(101)

@@ -13,9 +13,9 @@ use crate::livestore::route::{upgrade_rejection, Route};
 use crate::livestore::store_id::StoreId;
 use crate::livestore::sync::{backend_id_from_random, SyncBackend, BACKEND_ID_LEN};
 use crate::livestore::wire::{
-    decode_client_message, encode_chunk, encode_defect, encode_die, encode_do_rpc_reply,
-    encode_failure, encode_stream_end, encode_success, with_rpc_request_id, ClientMessage,
-    DecodeError, Defect, PullRequest, PushRequest, RequestId, Rpc, SyncError,
+    decode_client_message, decode_do_rpc_requests, encode_chunk, encode_defect, encode_die,
+    encode_do_rpc_reply, encode_failure, encode_stream_end, encode_success, with_rpc_request_id,
+    ClientMessage, DecodeError, Defect, PullRequest, PushRequest, RequestId, Rpc, SyncError,
     CLOSE_MESSAGE_TOO_BIG, HTTP_PONG_VALUE, MAX_FRAME_BYTES, PING, PONG, PUSH_ACK_VALUE,
 };
 use crate::storage::d1::D1EventLog;
@@ -23,7 +23,6 @@ use crate::storage::do_sqlite::{ContextRow, DoSqliteEventLog};
 use crate::storage::engine::EventStore;
 use js_sys::JsString;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -412,9 +411,9 @@ impl SyncBackendObject {
                 )],
             );
         }
-        let requests: Vec<&RawValue> = match serde_json::from_str(requests_json) {
+        let requests = match decode_do_rpc_requests(requests_json) {
             Ok(requests) => requests,
-            Err(e) => return reply(false, &[encode_defect(&format!("invalid request: {e}"))]),
+            Err(e) => return reply(false, &[encode_defect(&e.to_string())]),
         };
         let single = requests.len() == 1;
         let mut stream = false;

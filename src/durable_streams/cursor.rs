@@ -12,7 +12,8 @@ pub fn next_cursor(now_ms: u64, client: Option<&str>) -> u64 {
     let current = now_ms.saturating_sub(CURSOR_EPOCH_MS) / CURSOR_INTERVAL_MS;
     match client.and_then(|c| c.parse::<u64>().ok()) {
         // The client is at (or, by clock skew, past) the current interval: move on by one.
-        Some(sent) if sent >= current => sent.saturating_add(1),
+        // A cursor at the very end of the range cannot move on; the current one differs.
+        Some(sent) if sent >= current => sent.checked_add(1).unwrap_or(current),
         _ => current,
     }
 }
@@ -30,5 +31,14 @@ mod tests {
         assert_eq!(next_cursor(now, Some("9")), 10);
         assert_eq!(next_cursor(now, Some("junk")), 3);
         assert_eq!(next_cursor(0, None), 0);
+    }
+
+    #[test]
+    fn never_echoes_the_largest_cursor() {
+        // Regression: `saturating_add` answered u64::MAX with itself.
+        let now = CURSOR_EPOCH_MS + 3 * CURSOR_INTERVAL_MS;
+        let max = u64::MAX.to_string();
+        assert_eq!(next_cursor(now, Some(&max)), 3);
+        assert_ne!(next_cursor(u64::MAX, Some(&max)), u64::MAX);
     }
 }

@@ -1,7 +1,12 @@
 //! JSON mode: a POST body is one JSON value, and exactly one level of array is flattened
 //! into separate messages; reads return the messages in range as one JSON array.
 
+use crate::json_limits::{bounded_vec, nests_deeper_than, MAX_JSON_DEPTH};
 use serde_json::value::RawValue;
+
+/// Most messages one JSON body may append: each is a stored row, and a body of tiny
+/// values (`[1,1,…]`) would otherwise make about a million rows in one transaction.
+pub const MAX_JSON_MESSAGES: usize = 10_000;
 
 /// Why a JSON body was refused (400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -10,6 +15,10 @@ pub enum JsonError {
     Invalid(String),
     #[error("an empty JSON array appends nothing")]
     EmptyArray,
+    #[error("body JSON is nested deeper than {MAX_JSON_DEPTH} levels")]
+    TooDeep,
+    #[error("a JSON body appends at most {MAX_JSON_MESSAGES} messages")]
+    TooManyMessages,
 }
 
 /// The messages of a JSON body, each as compact-as-sent JSON text. `allow_empty_array` is
@@ -19,9 +28,13 @@ pub fn split_messages(body: &[u8], allow_empty_array: bool) -> Result<Vec<String
     let value: &RawValue =
         serde_json::from_str(text).map_err(|e| JsonError::Invalid(e.to_string()))?;
     let raw = value.get();
+    // The outer array is flattened away, so it does not count towards the depth.
+    let limit = MAX_JSON_DEPTH + usize::from(raw.starts_with('['));
+    if nests_deeper_than(raw, limit) {
+        return Err(JsonError::TooDeep);
+    }
     if raw.starts_with('[') {
-        let items: Vec<&RawValue> =
-            serde_json::from_str(raw).map_err(|e| JsonError::Invalid(e.to_string()))?;
+        let items = array_items(raw)?;
         if items.is_empty() && !allow_empty_array {
             return Err(JsonError::EmptyArray);
         }
@@ -29,6 +42,19 @@ pub fn split_messages(body: &[u8], allow_empty_array: bool) -> Result<Vec<String
     } else {
         Ok(vec![raw.to_owned()])
     }
+}
+
+/// The items of a JSON array, refused past [`MAX_JSON_MESSAGES`] before they pile up.
+fn array_items(array: &str) -> Result<Vec<&RawValue>, JsonError> {
+    let mut de = serde_json::Deserializer::from_str(array);
+    bounded_vec(&mut de, MAX_JSON_MESSAGES, "too many messages").map_err(|e| {
+        // Raw items cannot mismatch their type: a data error is the cap.
+        if e.is_data() {
+            JsonError::TooManyMessages
+        } else {
+            JsonError::Invalid(e.to_string())
+        }
+    })
 }
 
 /// The body of a JSON read: the messages as one array.
@@ -89,6 +115,45 @@ mod tests {
             split_messages(&[0xff], false),
             Err(JsonError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowing() {
+        let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        for body in [
+            deep(10_000),
+            format!("{{\"a\":{}}}", deep(10_000)),
+            deep(130),
+        ] {
+            assert_eq!(
+                split_messages(body.as_bytes(), false),
+                Err(JsonError::TooDeep)
+            );
+        }
+        assert_eq!(
+            JsonError::TooDeep.to_string(),
+            "body JSON is nested deeper than 128 levels"
+        );
+        // The flattened outer array does not count: each message may nest 128 levels.
+        let messages = split_messages(format!("[{}]", deep(128)).as_bytes(), false).unwrap();
+        assert_eq!(messages, vec![deep(128)]);
+        assert_eq!(
+            split_messages(deep(128).as_bytes(), false).map(|m| m.len()),
+            Ok(1)
+        );
+    }
+
+    #[test]
+    fn message_count_is_capped() {
+        let ones = |n: usize| format!("[{}]", vec!["1"; n].join(","));
+        assert_eq!(
+            split_messages(ones(MAX_JSON_MESSAGES).as_bytes(), false).map(|m| m.len()),
+            Ok(MAX_JSON_MESSAGES)
+        );
+        assert_eq!(
+            split_messages(ones(MAX_JSON_MESSAGES + 1).as_bytes(), false),
+            Err(JsonError::TooManyMessages)
+        );
     }
 
     #[test]

@@ -25,9 +25,20 @@ pub struct EventEncoded {
     pub session_id: String,
 }
 
+/// Largest `args` accepted in a pushed event, as JSON text: the real client refuses to send
+/// anything bigger (its 900 kB per-request limit), and a pull page could not carry it.
+pub const MAX_EVENT_ARGS_BYTES: usize = 900_000;
+
 /// `Some` for any present value, `null` included (the default covers an absent key).
 fn present_raw<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
-    Box::<RawValue>::deserialize(d).map(Some)
+    let args = Box::<RawValue>::deserialize(d)?;
+    if args.get().len() > MAX_EVENT_ARGS_BYTES {
+        return Err(serde::de::Error::custom(format!(
+            "event args are {} bytes of JSON; the limit is {MAX_EVENT_ARGS_BYTES}",
+            args.get().len()
+        )));
+    }
+    Ok(Some(args))
 }
 
 /// An event with the server time of the push that stored it.
@@ -135,6 +146,28 @@ mod tests {
                 "eventEncoded": {"name":"todoCreated-v1","args":{"id":"t1"},"seqNum":2,"parentSeqNum":1,"clientId":"c","sessionId":"s"},
                 "metadata": {"_tag":"Some","value":{"_tag":"SyncMessage.SyncMetadata","createdAt":"2026-11-22T09:37:38.033Z"}}
             })
+        );
+    }
+
+    #[test]
+    fn args_are_capped() {
+        let event = |args: &str| {
+            format!(
+                r#"{{"name":"e","args":{args},"seqNum":1,"parentSeqNum":0,"clientId":"c","sessionId":"s"}}"#
+            )
+        };
+        let string = |len: usize| format!("\"{}\"", "x".repeat(len - 2));
+        let at = serde_json::from_str::<EventEncoded>(&event(&string(MAX_EVENT_ARGS_BYTES)));
+        assert_eq!(
+            at.unwrap().args.map(|a| a.get().len()),
+            Some(MAX_EVENT_ARGS_BYTES)
+        );
+        let over = serde_json::from_str::<EventEncoded>(&event(&string(MAX_EVENT_ARGS_BYTES + 1)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            over.starts_with("event args are 900001 bytes of JSON; the limit is 900000"),
+            "{over}"
         );
     }
 

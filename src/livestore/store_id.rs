@@ -1,4 +1,16 @@
 //! Store ids and the event-log table names derived from them.
+//!
+//! The rule, for ids from the network:
+//! - A store id is 1 to [`MAX_STORE_ID_BYTES`] bytes of UTF-8 without control characters;
+//!   anything else is refused before any storage is touched.
+//! - Its table is `eventlog_7_` plus the id with every UTF-16 unit outside `[A-Za-z0-9]`
+//!   replaced by `_`, as in the TypeScript server (so both read the same tables). A table
+//!   name therefore only ever holds `[A-Za-z0-9_]` and cannot break out of an SQL statement.
+//! - Sanitizing is not one-to-one (`a-b`, `a_b`), and SQLite treats table names that differ
+//!   only in ASCII case (`A`, `a`) as one table. Where tables are shared (D1), the first store
+//!   to claim a name, compared ignoring case, owns it and every other id that maps to it is
+//!   refused (`livestore_table_owners`): two stores never share a log. With DO SQLite every
+//!   store has its own database, so ids never meet.
 
 use std::fmt;
 
@@ -44,8 +56,8 @@ impl StoreId {
     /// `eventlog_7_` followed by the id with every UTF-16 code unit outside `[a-zA-Z0-9]`
     /// replaced by `_` (so a character outside the BMP becomes `__`).
     ///
-    /// Different ids can share a name (`a-b`, `a_b`); the D1 engine detects that and refuses
-    /// the second store rather than merging two logs.
+    /// Different ids can share a name (`a-b`, `a_b`, and `A`, `a` for SQLite); the D1 engine
+    /// detects that and refuses the second store rather than merging two logs.
     pub fn table_name(&self) -> String {
         let mut name = format!("eventlog_{}_", super::PERSISTENCE_FORMAT_VERSION);
         for c in self.0.chars() {

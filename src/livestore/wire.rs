@@ -7,8 +7,9 @@
 
 use super::event::EventEncoded;
 use super::query::Transport;
+use crate::json_limits::{bounded_vec, nests_deeper_than, MAX_JSON_DEPTH};
 use crate::stream::SeqNum;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::borrow::Cow;
@@ -112,8 +113,19 @@ pub struct PushRequest {
     pub store_id: String,
     #[serde(default)]
     pub payload: Option<Value>,
+    #[serde(deserialize_with = "bounded_batch")]
     pub batch: Vec<EventEncoded>,
     pub backend_id: EffectOption<String>,
+}
+
+/// Most events accepted in one push. The real client sends at most 100 (and 900 kB) per
+/// push; the margin admits other clients while keeping one push's work bounded.
+pub const MAX_PUSH_BATCH_EVENTS: usize = 1000;
+
+/// A push batch, refused as soon as it has more than [`MAX_PUSH_BATCH_EVENTS`] events.
+fn bounded_batch<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<EventEncoded>, D::Error> {
+    let too_long = format!("a push batch holds at most {MAX_PUSH_BATCH_EVENTS} events");
+    bounded_vec(d, MAX_PUSH_BATCH_EVENTS, &too_long)
 }
 
 /// Payload of `SyncHttpRpc.Ping` / `SyncDoRpc.Ping`.
@@ -221,11 +233,18 @@ pub fn decode_client_message(
                 .as_deref()
                 .ok_or_else(|| DecodeError::Malformed("Request message without `tag`".into()))?;
             let payload = env.payload.map(RawValue::get).unwrap_or("null");
-            let invalid = |e: serde_json::Error| DecodeError::InvalidPayload {
+            let invalid_because = |message: String| DecodeError::InvalidPayload {
                 id: id.clone(),
                 rpc: rpc_name.to_owned(),
-                message: e.to_string(),
+                message,
             };
+            let invalid = |e: serde_json::Error| invalid_because(e.to_string());
+            // Typed fields stop at this depth anyway; raw ones (event args) would not.
+            if nests_deeper_than(payload, MAX_JSON_DEPTH) {
+                return Err(invalid_because(format!(
+                    "JSON nested deeper than {MAX_JSON_DEPTH} levels"
+                )));
+            }
             let rpc = match (transport, rpc_name) {
                 (Transport::Ws, "SyncWsRpc.Pull")
                 | (Transport::Http, "SyncHttpRpc.Pull")
@@ -377,8 +396,30 @@ pub fn encode_defect(message: &str) -> String {
 }
 
 /// Largest client frame accepted, as on Cloudflare's edge: bigger frames close the socket
-/// with [`CLOSE_MESSAGE_TOO_BIG`] before anything is decoded.
+/// with [`CLOSE_MESSAGE_TOO_BIG`] before anything is decoded. Also the HTTP body limit.
 pub const MAX_FRAME_BYTES: usize = 1 << 20;
+
+/// Largest DO-RPC call, as the JSON the JS side unpacks from msgpack. The client caps the
+/// msgpack at 900 kB; JSON repeats every record's keys, hence the margin.
+pub const MAX_DO_RPC_REQUEST_BYTES: usize = 2 << 20;
+/// Most messages in one DO-RPC call (the client sends one request per call).
+pub const MAX_DO_RPC_MESSAGES: usize = 64;
+
+/// Splits a DO-RPC call (a JSON array of RPC messages) into its messages. Any error is a
+/// `Defect` for the whole call.
+pub fn decode_do_rpc_requests(json: &str) -> Result<Vec<&RawValue>, DecodeError> {
+    if json.len() > MAX_DO_RPC_REQUEST_BYTES {
+        return Err(DecodeError::Malformed(format!(
+            "request is larger than {MAX_DO_RPC_REQUEST_BYTES} bytes"
+        )));
+    }
+    let too_long = format!("a call holds at most {MAX_DO_RPC_MESSAGES} messages");
+    let mut de = serde_json::Deserializer::from_str(json);
+    bounded_vec(&mut de, MAX_DO_RPC_MESSAGES, &too_long)
+        .and_then(|messages| de.end().map(|()| messages))
+        .map_err(|e| DecodeError::Malformed(format!("invalid request: {e}")))
+}
+
 /// WebSocket close code for an oversized message.
 pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
 
@@ -712,6 +753,144 @@ mod tests {
             as_json(&encode_success(&RequestId::Number(3), PUSH_ACK_VALUE)),
             json!({"_tag":"Exit","requestId":3,"exit":{"_tag":"Success","value":{}}})
         );
+    }
+
+    /// A push frame whose batch is `events` (JSON texts).
+    fn push_frame(events: &[String]) -> String {
+        format!(
+            r#"{{"_tag":"Request","id":"9","tag":"SyncWsRpc.Push","payload":{{"storeId":"s","batch":[{}],"backendId":{{"_tag":"None"}}}},"headers":[]}}"#,
+            events.join(",")
+        )
+    }
+
+    fn event_json(seq: u64, args: &str) -> String {
+        format!(
+            r#"{{"name":"e","args":{args},"seqNum":{seq},"parentSeqNum":{},"clientId":"c","sessionId":"s"}}"#,
+            seq.saturating_sub(1)
+        )
+    }
+
+    /// The message of the failed `Exit` a frame gets, if it gets one.
+    fn invalid_payload(frame: &str) -> String {
+        match decode_client_message(frame, Transport::Ws) {
+            Err(DecodeError::InvalidPayload { id, message, .. }) => {
+                assert_eq!(id, RequestId::Text("9".into()));
+                message
+            }
+            other => panic!("expected an invalid payload, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn push_batches_are_capped() {
+        let batch = |n: u64| (1..=n).map(|s| event_json(s, "{}")).collect::<Vec<_>>();
+        let at_limit = push_frame(&batch(MAX_PUSH_BATCH_EVENTS as u64));
+        let Ok(ClientMessage::Request {
+            rpc: Rpc::Push(push),
+            ..
+        }) = decode_client_message(&at_limit, Transport::Ws)
+        else {
+            panic!("a batch at the limit is accepted")
+        };
+        assert_eq!(push.batch.len(), MAX_PUSH_BATCH_EVENTS);
+        let over = invalid_payload(&push_frame(&batch(MAX_PUSH_BATCH_EVENTS as u64 + 1)));
+        assert!(over.contains("at most 1000 events"), "{over}");
+    }
+
+    #[test]
+    fn event_args_are_capped() {
+        use crate::livestore::event::MAX_EVENT_ARGS_BYTES;
+        // A JSON string of exactly the limit (quotes included), then one byte more.
+        let args = |len: usize| format!("\"{}\"", "x".repeat(len - 2));
+        let frame = push_frame(&[event_json(1, &args(MAX_EVENT_ARGS_BYTES))]);
+        assert!(decode_client_message(&frame, Transport::Ws).is_ok());
+        let over = invalid_payload(&push_frame(&[event_json(
+            1,
+            &args(MAX_EVENT_ARGS_BYTES + 1),
+        )]));
+        assert!(
+            over.contains("900001 bytes") && over.contains("900000"),
+            "{over}"
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_a_clear_error_not_a_stack_overflow() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        // In event args (kept as raw text, so serde_json's own limit does not apply).
+        let message = invalid_payload(&push_frame(&[event_json(1, &deep(10_000))]));
+        assert!(
+            message.contains("nested deeper than 128 levels"),
+            "{message}"
+        );
+        // Args as deep as the rest of the payload leaves room for are fine.
+        assert!(
+            decode_client_message(&push_frame(&[event_json(1, &deep(120))]), Transport::Ws).is_ok()
+        );
+        // In the sync payload of a pull.
+        let pull = format!(
+            r#"{{"_tag":"Request","id":"9","tag":"SyncWsRpc.Pull","payload":{{"storeId":"s","live":false,"cursor":{{"_tag":"None"}},"payload":{}}}}}"#,
+            deep(10_000)
+        );
+        assert!(invalid_payload(&pull).contains("nested deeper"));
+        // As the request id: not an id at all.
+        let id = format!(r#"{{"_tag":"Ack","requestId":{}}}"#, deep(10_000));
+        assert!(matches!(
+            decode_client_message(&id, Transport::Ws),
+            Err(DecodeError::Malformed(_))
+        ));
+        // In an envelope field nobody reads: skipped without recursion.
+        let ignored = format!(r#"{{"_tag":"Ping","headers":{}}}"#, deep(100_000));
+        assert!(matches!(
+            decode_client_message(&ignored, Transport::Ws),
+            Ok(ClientMessage::Ping)
+        ));
+    }
+
+    #[test]
+    fn sequence_numbers_beyond_2_pow_53_are_invalid_requests() {
+        let over = 1u64 << 53;
+        let message = invalid_payload(&push_frame(&[event_json(over, "{}")]));
+        assert!(message.contains("beyond 2^53-1"), "{message}");
+        let message = invalid_payload(&push_frame(&[format!(
+            r#"{{"name":"e","seqNum":1,"parentSeqNum":{over},"clientId":"c","sessionId":"s"}}"#
+        )]));
+        assert!(message.contains("beyond 2^53-1"), "{message}");
+        for number in ["1e400", "18446744073709551616", "1.5", "-1"] {
+            let message = invalid_payload(&push_frame(&[
+                event_json(1, "{}").replace(r#""seqNum":1"#, &format!(r#""seqNum":{number}"#))
+            ]));
+            assert!(!message.is_empty());
+        }
+        let pull = format!(
+            r#"{{"_tag":"Request","id":"9","tag":"SyncWsRpc.Pull","payload":{{"storeId":"s","live":false,"cursor":{{"_tag":"Some","value":{{"backendId":"b","eventSequenceNumber":{over}}}}}}}}}"#
+        );
+        assert!(invalid_payload(&pull).contains("beyond 2^53-1"));
+    }
+
+    #[test]
+    fn do_rpc_calls_are_bounded() {
+        let ping =
+            r#"{"_tag":"Request","id":"4","tag":"SyncDoRpc.Ping","payload":{"storeId":"s1"}}"#;
+        let call = |n: usize| format!("[{}]", vec![ping; n].join(","));
+        assert_eq!(decode_do_rpc_requests(&call(1)).map(|m| m.len()), Ok(1));
+        assert_eq!(
+            decode_do_rpc_requests(&call(MAX_DO_RPC_MESSAGES)).map(|m| m.len()),
+            Ok(MAX_DO_RPC_MESSAGES)
+        );
+        for bad in [
+            call(MAX_DO_RPC_MESSAGES + 1),
+            format!("[\"{}\"]", "x".repeat(MAX_DO_RPC_REQUEST_BYTES)),
+            "[] []".to_owned(),
+            "{}".to_owned(),
+            "[".to_owned(),
+        ] {
+            assert!(
+                matches!(decode_do_rpc_requests(&bad), Err(DecodeError::Malformed(_))),
+                "{}",
+                &bad[..bad.len().min(80)]
+            );
+        }
     }
 
     #[test]

@@ -79,6 +79,7 @@ impl D1EventLog {
         let table = SqlValue::Text(self.table.clone());
         let statements = vec![
             self.query(sql::CREATE_TABLE_OWNERS.into(), vec![])?,
+            self.query(sql::CREATE_TABLE_OWNERS_INDEX.into(), vec![])?,
             self.query(
                 sql::CLAIM_TABLE.into(),
                 vec![
@@ -107,7 +108,7 @@ impl D1EventLog {
                 Ok(())
             }
             Some(owner) => Err(StorageError(format!(
-                "storeId `{}` maps to table {} which already holds store `{}`; store ids must differ in their letters and digits",
+                "storeId `{}` maps to table {} which already holds store `{}`; store ids must differ in their letters and digits, ignoring case",
                 self.store_id, self.table, owner.store_id
             ))),
             None => Err(StorageError(format!("could not claim table {}", self.table))),

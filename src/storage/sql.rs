@@ -46,16 +46,21 @@ pub fn create_head_trigger(table: &str, store_id: &str) -> String {
 }
 
 /// Which store owns which event-log table in a shared D1 database. Two store ids can
-/// sanitize to the same table name; the first to claim it keeps it and the other is
+/// sanitize to the same table name, and SQLite compares table names without regard to ASCII
+/// case; the first store to claim a name (compared that way) keeps it and the others are
 /// refused, so two stores never share a log. (Also created by the D1 migrations.)
 pub const CREATE_TABLE_OWNERS: &str = "CREATE TABLE IF NOT EXISTS livestore_table_owners (tableName TEXT PRIMARY KEY NOT NULL, storeId TEXT NOT NULL, claimedAt TEXT NOT NULL) STRICT";
 
-/// Claims `table` for `store_id` unless someone else holds it: params `(table, storeId, now)`.
-pub const CLAIM_TABLE: &str =
-    "INSERT OR IGNORE INTO livestore_table_owners (tableName, storeId, claimedAt) VALUES (?1, ?2, ?3)";
+/// The index that makes the case-insensitive claim lookups cheap.
+pub const CREATE_TABLE_OWNERS_INDEX: &str = "CREATE INDEX IF NOT EXISTS livestore_table_owners_nocase ON livestore_table_owners (tableName COLLATE NOCASE)";
 
-/// The owner of a table: param `(table)`, one column `storeId`.
-pub const TABLE_OWNER: &str = "SELECT storeId FROM livestore_table_owners WHERE tableName = ?1";
+/// Claims `table` for `store_id` unless a name equal to it ignoring case is claimed:
+/// params `(table, storeId, now)`.
+pub const CLAIM_TABLE: &str = "INSERT INTO livestore_table_owners (tableName, storeId, claimedAt) SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM livestore_table_owners WHERE tableName = ?1 COLLATE NOCASE)";
+
+/// The owner of a table: param `(table)`, one column `storeId`. Rows from before claims
+/// ignored case may hold several spellings of one name: the earliest claim owns it.
+pub const TABLE_OWNER: &str = "SELECT storeId FROM livestore_table_owners WHERE tableName = ?1 COLLATE NOCASE ORDER BY rowid LIMIT 1";
 
 /// Bytes of row JSON per insert statement: well under the 2 MB limit on a bound string in
 /// D1 and Durable Object SQLite.

@@ -65,6 +65,11 @@ def main():
             matches.append((f, reasons))
     if not matches:
         return {"error": f"none of the {len(files)} SQLite files belongs to store {store_id!r}"}
+    # Stores whose ids sanitize alike (`a-b`, `a_b`) have same-named event-log tables, each in
+    # its own file: a file that names the store outranks one that only has the table.
+    named = [m for m in matches if m[1] != [table]]
+    if named:
+        matches = named
     if len(matches) > 1:
         return {"error": f"several SQLite files claim store {store_id!r}: {matches}"}
 
