@@ -4,8 +4,10 @@
 #   scripts/fuzz.sh [SECONDS] [--merge]
 # The committed corpora are fuzz/corpus/<target>. New inputs go to fuzz/work/ (not
 # committed): a fresh directory per short run; with --merge (the long form) they accumulate
-# in fuzz/work/<target>, and afterwards the corpus is replaced by the smallest set of inputs
-# (corpus and work together) that keeps every feature found.
+# in fuzz/work/<target>, and afterwards the corpus is replaced by a small set of inputs
+# (from corpus and work together) that still reaches every code edge found. Hit counts are
+# left out of that (-use_counters=0): keeping them multiplies the corpus several times over,
+# and a short run finds them again in seconds.
 # Stable Rust: RUSTC_BOOTSTRAP lets cargo-fuzz pass its -Z sanitizer flags.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
@@ -29,8 +31,14 @@ for target in $targets; do
     rm -rf "$work"
   fi
   mkdir -p "$work" "corpus/$target"
+  # Inputs that once found a bug (fuzz/regressions/<target>/) run every time, whatever the
+  # minimized corpus keeps.
+  inputs=("$work" "corpus/$target")
+  if [ -d "regressions/$target" ]; then
+    inputs+=("regressions/$target")
+  fi
   log="logs/$target.log"
-  if cargo fuzz run "${build[@]}" "$target" "$work" "corpus/$target" -- \
+  if cargo fuzz run "${build[@]}" "$target" "${inputs[@]}" -- \
     "${limits[@]}" -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1; then
     result=ok
   else
@@ -48,7 +56,7 @@ for target in $targets; do
     minimized="work/$target.min"
     rm -rf "$minimized" && mkdir -p "$minimized"
     if cargo fuzz run "${build[@]}" "$target" "$minimized" "corpus/$target" "$work" -- \
-      -merge=1 "${limits[@]}" >"logs/$target.merge.log" 2>&1; then
+      -merge=1 -use_counters=0 "${limits[@]}" >"logs/$target.merge.log" 2>&1; then
       rm -rf "corpus/$target" && mv "$minimized" "corpus/$target"
       echo "  corpus: $(find "corpus/$target" -type f | wc -l) inputs, $(cat "corpus/$target"/* | wc -c) bytes"
     else
