@@ -22,3 +22,22 @@ export const waitFor = async (check, timeoutMs, everyMs = 20) => {
   }
   return true
 }
+
+/**
+ * The result of `count` sequential operations timed one by one (`latencies` in ms, over
+ * `seconds`): rate, latency p50/p99 and the details every scenario reports. `countKey` names
+ * the count in the details (`pushes`, `appends`, `requests`).
+ */
+export const sequentialResult = ({ latencies, seconds, count, cpu, unit, opUnit, countKey }) => {
+  const n = latencies.length
+  const lat = percentiles(latencies, [50, 99])
+  return {
+    figure: `${round(n / seconds)} ${unit}  p50 ${lat.p50} ms  p99 ${lat.p99} ms`,
+    primary: { value: n / seconds, unit, better: 'higher' },
+    ops: n,
+    opUnit,
+    cpu,
+    complete: n === count,
+    details: { [countKey]: n, seconds: round(seconds, 3), perSecond: round(n / seconds), latencyMs: lat },
+  }
+}

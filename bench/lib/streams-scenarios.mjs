@@ -2,7 +2,7 @@
 // /v1/stream/<name> of the same wrangler dev instance. Each uses fresh stream names.
 
 import http from 'node:http'
-import { percentiles, round, sleep, waitFor } from './stats.mjs'
+import { percentiles, round, sequentialResult, sleep, waitFor } from './stats.mjs'
 
 const PAYLOAD = 'x'.repeat(100)
 let counter = 0
@@ -35,17 +35,7 @@ export const streamsSequential = async (ctx, { count = 500 } = {}) => {
   while (latencies.length < count && performance.now() < deadline) latencies.push(await append(url, PAYLOAD))
   const seconds = (performance.now() - started) / 1000
   const cpu = end()
-  const n = latencies.length
-  const lat = percentiles(latencies, [50, 99])
-  return {
-    figure: `${round(n / seconds)} appends/s  p50 ${lat.p50} ms  p99 ${lat.p99} ms`,
-    primary: { value: n / seconds, unit: 'appends/s', better: 'higher' },
-    ops: n,
-    opUnit: 'append',
-    cpu,
-    complete: n === count,
-    details: { appends: n, seconds: round(seconds, 3), perSecond: round(n / seconds), latencyMs: lat },
-  }
+  return sequentialResult({ latencies, seconds, count, cpu, unit: 'appends/s', opUnit: 'append', countKey: 'appends' })
 }
 
 /** `writers` concurrent sequential writers on one stream (the object serializes them). */

@@ -4,7 +4,7 @@
 // and throw when the server got something wrong.
 
 import { Conn, httpPull, httpRpc, httpUrl, makeEvents, openMany, wsUrl } from './wire.mjs'
-import { percentiles, round, sleep, waitFor } from './stats.mjs'
+import { percentiles, round, sequentialResult, sleep, waitFor } from './stats.mjs'
 
 let storeCounter = 0
 const freshStore = (ctx, what) => `bench-${what}-${ctx.target.name}-${Date.now()}-${storeCounter++}`
@@ -52,17 +52,7 @@ export const push1 = async (ctx, { count = 400, warmUp = 5 } = {}) => {
     const cpu = end()
     if (client.live.error) throw client.live.error
     if (!echoedAll) throw new Error(`live pull echoed ${client.echoed()} of ${seq} pushed events`)
-    const n = latencies.length
-    const lat = percentiles(latencies, [50, 99])
-    return {
-      figure: `${round(n / seconds)} ev/s  p50 ${lat.p50} ms  p99 ${lat.p99} ms`,
-      primary: { value: n / seconds, unit: 'ev/s', better: 'higher' },
-      ops: n,
-      opUnit: 'push',
-      cpu,
-      complete: n === count,
-      details: { pushes: n, seconds: round(seconds, 3), perSecond: round(n / seconds), latencyMs: lat },
-    }
+    return sequentialResult({ latencies, seconds, count, cpu, unit: 'ev/s', opUnit: 'push', countKey: 'pushes' })
   } finally {
     client.conn.close()
   }
@@ -376,15 +366,5 @@ export const httpBaseline = async (ctx, { count = 300 } = {}) => {
   }
   const seconds = (performance.now() - started) / 1000
   const cpu = end()
-  const n = latencies.length
-  const lat = percentiles(latencies, [50, 99])
-  return {
-    figure: `${round(n / seconds)} req/s  p50 ${lat.p50} ms  p99 ${lat.p99} ms`,
-    primary: { value: n / seconds, unit: 'req/s', better: 'higher' },
-    ops: n,
-    opUnit: 'request',
-    cpu,
-    complete: n === count,
-    details: { requests: n, seconds: round(seconds, 3), perSecond: round(n / seconds), latencyMs: lat },
-  }
+  return sequentialResult({ latencies, seconds, count, cpu, unit: 'req/s', opUnit: 'request', countKey: 'requests' })
 }

@@ -2,8 +2,8 @@
 // the fetch handler and the Durable Object logic; this module declares the Durable Object
 // as a class that extends DurableObject (see sync-backend-do.mjs), so it can also serve JS
 // RPC methods (`rpc`, for DO-RPC clients).
+import { makeStreamObject } from './stream-object.mjs'
 import { makeSyncBackendDO } from './sync-backend-do.mjs'
-import { DurableObject } from 'cloudflare:workers'
 import { StreamObject as RustStreamObject } from '../../build/index.js'
 import RustWorker, { SyncBackendDO as RustSyncBackendDO } from '../../build/index.js'
 
@@ -13,17 +13,4 @@ export const SyncBackendDO = makeSyncBackendDO(RustSyncBackendDO)
 
 // The Durable Streams stream object (`STREAMS`, one per `/v1/stream/*` path), forwarded to
 // the Rust class the same way.
-export class StreamObject extends DurableObject {
-  constructor(ctx, env) {
-    super(ctx, env)
-    this.inner = new RustStreamObject(ctx, env)
-  }
-
-  fetch(request) {
-    return this.inner.fetch(request)
-  }
-
-  alarm() {
-    return this.inner.alarm()
-  }
-}
+export const StreamObject = makeStreamObject(RustStreamObject)

@@ -12,7 +12,8 @@
 // `FAULT-INJECTION stalled at <name>` and stalls until the test SIGKILLs the runtime.
 // Everything else goes to the Rust Worker unchanged.
 
-import { DurableObject, WorkerEntrypoint } from 'cloudflare:workers'
+import { WorkerEntrypoint } from 'cloudflare:workers'
+import { makeStreamObject } from '../../src/stream-object.mjs'
 import { makeSyncBackendDO } from '../../src/sync-backend-do.mjs'
 import RustWorker, { StreamObject as RustStreamObject, SyncBackendDO as RustSyncBackendDO } from '../../../build-faults/index.js'
 
@@ -25,20 +26,7 @@ export class SyncBackendDO extends makeSyncBackendDO(RustSyncBackendDO) {
   }
 }
 
-export class StreamObject extends DurableObject {
-  constructor(ctx, env) {
-    super(ctx, env)
-    this.inner = new RustStreamObject(ctx, env)
-  }
-
-  fetch(request) {
-    return this.inner.fetch(request)
-  }
-
-  alarm() {
-    return this.inner.alarm()
-  }
-
+export class StreamObject extends makeStreamObject(RustStreamObject) {
   armFault(point) {
     armFault(point)
   }

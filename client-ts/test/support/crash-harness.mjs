@@ -48,10 +48,17 @@ const isTransportFailure = (e) =>
  *   `viewHead()`, `pushedSince(mark)`, `stopGenerating()`, `drained` (resolves when its queue is
  *   empty after stopGenerating), `close()`
  */
+/** Ping interval of the writers' clients: longer than any run. */
+const QUIET_PING_MS = 600_000
+
 export const startWriter = async ({ pool, url, storeId, index, batchMax = 4, paceMs = [5, 60] }) => {
   const clientId = `crash-client-${index}`
   const sessionId = `session-${index}`
-  const client = await pool.open({ url, storeId, clientId })
+  // No scheduled pings during the run: the 0.4.0 client's ping watchdog sometimes fires twice and
+  // reconnects silently, leaving its in-flight push unanswered (livestore #1365, client side; see
+  // RELIABILITY.md "Load"), which would wedge a writer for reasons no server controls. A SIGKILL
+  // closes the TCP connection, so the client notices the crash without pings.
+  const client = await pool.open({ url, storeId, clientId, pingInterval: QUIET_PING_MS })
 
   const view = [] // view[seqNum] = event, contiguous from 1
   let viewHead = 0
