@@ -415,6 +415,23 @@ fn same_config(meta: &Meta, params: &CreateParams) -> bool {
     content_type_matches && expiry_matches && fork_matches && params.closed == meta.closed
 }
 
+/// The end of every stream creation (plain or fork): saves the metadata, schedules its
+/// expiry, wakes waiters and answers `201` with the stream's location.
+fn finish_create<S: StreamStore>(
+    store: &S,
+    meta: &Meta,
+    url: &str,
+    mut effects: Vec<Effect>,
+) -> Result<Handled, StorageError> {
+    store.save_meta(meta)?;
+    if let Some(at_ms) = expiry_time(meta) {
+        effects.push(Effect::Alarm { at_ms });
+    }
+    effects.push(Effect::Notify);
+    let response = created_headers(Response::new(201), meta).header("location", url);
+    Ok(Handled::reply(response).with(effects))
+}
+
 fn created_headers(response: Response, meta: &Meta) -> Response {
     let response = response
         .header("content-type", meta.content_type.clone())
@@ -505,13 +522,7 @@ fn create<S: StreamStore>(store: &S, req: &Request, now_ms: u64) -> Result<Handl
             };
             store.clear_all()?;
             store.insert_messages(1, &messages)?;
-            store.save_meta(&meta)?;
-            if let Some(at_ms) = expiry_time(&meta) {
-                effects.push(Effect::Alarm { at_ms });
-            }
-            effects.push(Effect::Notify);
-            let response = created_headers(Response::new(201), &meta).header("location", req.url);
-            Ok(Handled::reply(response).with(effects))
+            finish_create(store, &meta, req.url, effects)
         }
     }
 }
@@ -702,13 +713,7 @@ pub fn finish_fork<S: StreamStore>(
         ref_count: 0,
         soft_deleted: false,
     };
-    store.save_meta(&meta)?;
-    if let Some(at_ms) = expiry_time(&meta) {
-        effects.push(Effect::Alarm { at_ms });
-    }
-    effects.push(Effect::Notify);
-    let response = created_headers(Response::new(201), &meta).header("location", req.url);
-    Ok(Handled::reply(response).with(effects))
+    finish_create(store, &meta, req.url, effects)
 }
 
 // ---------------------------------------------------------------------------------------
