@@ -1,7 +1,8 @@
 # Two entry points for a fresh machine (see README):
 #   make dev    install what is missing, build, apply D1 migrations, run wrangler dev
-#   make test   install what is missing, then lint, unit tests and the end-to-end suite
-# and `make soak`, the long crash run (RELIABILITY.md).
+#   make test   install what is missing, then every test (scripts/test.sh): lint, unit, fuzz-short,
+#               end-to-end and conformance, ending with one line "N passed, N failed"
+# and the long runs: `make soak`, `make fuzz`, `make bench`.
 SHELL := /bin/bash
 .DEFAULT_GOAL := dev
 export PATH := $(HOME)/.cargo/bin:$(PATH)
@@ -19,45 +20,62 @@ export WASM_OPT_BIN := $(NODE_BIN)/wasm-opt
 export ESBUILD_BIN := $(NODE_BIN)/esbuild
 
 RUST_SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
-NPM_STAMP := client-ts/node_modules/.setup-stamp
 EXAMPLE := examples/token-auth
 EXAMPLE_SOURCES := $(shell find $(EXAMPLE)/src -name '*.rs') $(EXAMPLE)/Cargo.toml
 
-.PHONY: dev test setup tools npm worker worker-faults example-token-auth deploy-check lint unit fuzz-short fuzz e2e conformance bench bench-streams soak soak-crash soak-load clean
+# npm packages: installed with `npm ci` from the committed locks (the tree stays clean), again only
+# when a lock changes. client-ts/ has what the Worker ships and the tools that build and run it
+# (wrangler, esbuild, wasm-opt); tests/ the test clients; tests/conformance/ the conformance suite.
+NPM_DIRS := client-ts tests tests/conformance
+NPM_STAMPS := $(addsuffix /node_modules/.setup-stamp,$(NPM_DIRS))
+
+.PHONY: dev test setup tools npm worker worker-faults example-token-auth builds deploy-check lint typecheck unit fuzz-short fuzz e2e conformance bench bench-streams soak soak-crash soak-load clean
 
 setup: tools npm
 
 tools:
 	@bash scripts/setup-tools.sh
 
-npm: $(NPM_STAMP)
+npm: $(NPM_STAMPS)
 
-$(NPM_STAMP): client-ts/package.json
-	cd client-ts && npm install --no-audit --no-fund
+%/node_modules/.setup-stamp: %/package-lock.json %/package.json
+	cd $* && npm ci --no-audit --no-fund
 	@touch $@
 
 # wrangler's [build] command; also run before tests so build errors surface early.
 worker: build/index.js
 
-build/index.js: $(RUST_SOURCES) $(NPM_STAMP)
-	worker-build --release
+# Every worker-build holds this lock: the builds share target/ (and the file cargo writes there last),
+# and test Workers started at once may each run their wrangler [build] command.
+BUILD_LOCK := flock target/.worker-build.lock
+
+build/index.js: $(RUST_SOURCES) client-ts/node_modules/.setup-stamp
+	@mkdir -p target
+	$(BUILD_LOCK) worker-build --release
 	@touch $@
 
-# The fault-injection test Worker (client-ts/test/faults/): the same crate with the Cargo feature
-# `fault-injection` (crash points, src/faults.rs), in its own output and target dirs so it never
-# mixes with the shipped build/ nor makes cargo rebuild one for the other.
+# The fault-injection test Worker (tests/workers/faults/): the same crate with the Cargo feature
+# `fault-injection` (crash points, src/faults.rs), in its own output dir (never the shipped build/).
+# It shares target/ with the shipped build, so it reuses every compiled dependency and recompiles
+# only this crate (about 8 s; a target dir of its own, even without LTO, costs a minute on a fresh
+# clone); size does not matter for it, so no wasm-opt.
 worker-faults: build-faults/index.js
 
-build-faults/index.js: $(RUST_SOURCES) $(NPM_STAMP)
-	CARGO_TARGET_DIR=target/fault-injection worker-build --release --out-dir build-faults . --features fault-injection
+build-faults/index.js: $(RUST_SOURCES) client-ts/node_modules/.setup-stamp
+	@mkdir -p target
+	$(BUILD_LOCK) worker-build --release --no-opt --out-dir build-faults . --features fault-injection
 	@touch $@
 
 # The example custom Worker (its wrangler [build] command).
 example-token-auth: $(EXAMPLE)/build/index.js
 
-$(EXAMPLE)/build/index.js: $(RUST_SOURCES) $(EXAMPLE_SOURCES) $(NPM_STAMP)
-	cd $(EXAMPLE) && worker-build --release
+$(EXAMPLE)/build/index.js: $(RUST_SOURCES) $(EXAMPLE_SOURCES) client-ts/node_modules/.setup-stamp
+	@mkdir -p target
+	cd $(EXAMPLE) && flock ../../target/.worker-build.lock worker-build --release
 	@touch $@
+
+# Every Worker the tests run.
+builds: worker worker-faults example-token-auth
 
 # Both Workers bundle for deployment (offline: --dry-run uploads nothing).
 deploy-check: worker example-token-auth
@@ -68,13 +86,17 @@ dev: setup worker
 	$(WRANGLER) d1 migrations apply $(D1_NAME) --local
 	$(WRANGLER) dev --ip 127.0.0.1 --port $(PORT)
 
-lint:
+lint: typecheck
 	cargo fmt --all --check
 	cargo fmt --manifest-path fuzz/Cargo.toml --check
 	cargo clippy -p livestore-sync-rs --all-targets -- -D warnings
 	cargo clippy --workspace --target wasm32-unknown-unknown -- -D warnings
 	cargo clippy -p livestore-sync-rs --target wasm32-unknown-unknown --features fault-injection -- -D warnings
 	cargo clippy --manifest-path fuzz/Cargo.toml -- -D warnings
+
+# The TypeScript the Worker ships (client-ts/src), against the runtime's types.
+typecheck: client-ts/node_modules/.setup-stamp
+	cd client-ts && $(NODE_BIN)/tsc -p .
 
 unit:
 	cargo test --all-targets
@@ -90,64 +112,42 @@ FUZZ_SECONDS ?= 300
 fuzz: tools
 	bash scripts/fuzz.sh $(FUZZ_SECONDS) --merge
 
-# The end-to-end suite starts its own wrangler dev instances on fresh state and stops them.
-# It runs twice: everything with D1 storage, then the storage-dependent files with DO SQLite
-# (hooks.test.mjs drives the example Worker, which always uses DO SQLite).
-E2E_DO_SQLITE := test/ws-sync.test.mjs test/restart.test.mjs test/bad-input.test.mjs test/http-sync.test.mjs test/transports-cors.test.mjs test/do-rpc.test.mjs \
-  test/crash.test.mjs test/crash-points.test.mjs test/load.test.mjs test/load-contention.test.mjs test/auth.test.mjs
-E2E_REPORTS := ../.wrangler/test-logs/vitest-d1.json ../.wrangler/test-logs/vitest-do-sqlite.json
-
-e2e: worker worker-faults example-token-auth
+# The end-to-end suite (tests/, vitest): shared Workers started once per configuration, each
+# storage-dependent file once per storage (projects d1 and do-sqlite). VITEST_ARGS picks files
+# or tests, e.g. `make e2e VITEST_ARGS="sync/contract.test.mjs -t ServerAhead"`.
+VITEST_ARGS ?=
+e2e: npm builds
 	@mkdir -p .wrangler/test-logs
-	@rm -f .wrangler/test-logs/vitest-*.json
-	cd client-ts && \
-	  E2E_STORAGE=d1 npx vitest run --reporter=default --reporter=json --outputFile=../.wrangler/test-logs/vitest-d1.json; s1=$$?; \
-	  E2E_STORAGE=do-sqlite npx vitest run $(E2E_DO_SQLITE) --reporter=default --reporter=json --outputFile=../.wrangler/test-logs/vitest-do-sqlite.json; s2=$$?; \
-	  node scripts/summary.mjs $(E2E_REPORTS); s3=$$?; \
-	  exit $$((s1 | s2 | s3))
+	cd tests && npx vitest run $(VITEST_ARGS)
 
-# The official Durable Streams conformance suite (conformance/, pinned npm packages) against
+# The official Durable Streams conformance suite (tests/conformance/, pinned npm packages) against
 # the Worker under wrangler dev on fresh state; prints the suite's counts per group.
-CONFORMANCE_STAMP := conformance/node_modules/.setup-stamp
+conformance: npm worker
+	node tests/conformance/run.mjs
 
-$(CONFORMANCE_STAMP): conformance/package.json
-	cd conformance && npm install --no-audit --no-fund
-	@touch $@
+# Everything, as CI runs it; see scripts/test.sh.
+test:
+	@bash scripts/test.sh
 
-conformance: $(CONFORMANCE_STAMP) worker
-	node conformance/run.mjs
-
-# Crash soak (RELIABILITY.md, "Crashes"): the crash tests of the e2e suite with many SIGKILLs under
-# load instead of 2, once per storage; results in .wrangler/test-logs/crash-<storage>.json.
+# Crash soak (RELIABILITY.md, "Crashes"): the crash tests with many SIGKILLs under load instead of 2,
+# once per storage; results in .wrangler/test-logs/crash-<storage>.json.
 CRASH_KILLS ?= 10
-CRASH_TESTS := test/crash.test.mjs test/crash-points.test.mjs
 
-soak-crash: setup worker worker-faults
+soak-crash: setup builds
 	@mkdir -p .wrangler/test-logs
-	cd client-ts && \
-	  E2E_STORAGE=d1 CRASH_KILLS=$(CRASH_KILLS) npx vitest run $(CRASH_TESTS); s1=$$?; \
-	  E2E_STORAGE=do-sqlite CRASH_KILLS=$(CRASH_KILLS) npx vitest run $(CRASH_TESTS); s2=$$?; \
-	  exit $$((s1 | s2))
+	cd tests && CRASH_KILLS=$(CRASH_KILLS) npx vitest run crash/
 
 # Side-by-side benchmark (bench/, see README "Benchmarks"; not part of the tests): our Worker
 # with D1 and with DO SQLite, a bare JS Durable Object ceiling and the TypeScript reference
 # (@livestore/sync-cf 0.4.0 from bench/node_modules, pinned in bench/package.json), each under
 # its own wrangler dev on fresh state; at most ~10 minutes. Prints a table and writes
 # .wrangler/bench/bench.json. BENCH_ONLY=<scenarios,targets> runs a subset.
-BENCH_STAMP := bench/node_modules/.setup-stamp
-
-$(BENCH_STAMP): bench/package.json
-	cd bench && npm install --no-audit --no-fund
-	@touch $@
-
-bench: setup worker $(BENCH_STAMP)
+bench: setup worker bench/node_modules/.setup-stamp
 	node bench/run.mjs
 
 # Only the Durable Streams scenarios (our Worker with D1 storage).
-bench-streams: setup worker $(BENCH_STAMP)
+bench-streams: setup worker bench/node_modules/.setup-stamp
 	BENCH_ONLY=streams node bench/run.mjs
-
-test: setup lint unit fuzz-short deploy-check e2e conformance
 
 # Long runs, not part of `make test`. `soak` runs every soak target.
 soak: soak-crash soak-load
@@ -160,10 +160,7 @@ soak: soak-crash soak-load
 SOAK_LOAD := LOAD_CLIENTS=1000 LOAD_STORES=10 LOAD_PUSHERS=50 LOAD_PUSHES=20
 
 soak-load: setup worker
-	cd client-ts && \
-	  E2E_STORAGE=d1 $(SOAK_LOAD) npx vitest run test/load.test.mjs; s1=$$?; \
-	  E2E_STORAGE=do-sqlite $(SOAK_LOAD) npx vitest run test/load.test.mjs; s2=$$?; \
-	  exit $$((s1 | s2))
+	cd tests && $(SOAK_LOAD) npx vitest run load/load.test.mjs
 
 clean:
-	rm -rf build build-faults target .wrangler client-ts/node_modules fuzz/target fuzz/work fuzz/logs
+	rm -rf build build-faults target .wrangler $(addsuffix /node_modules,$(NPM_DIRS)) bench/node_modules fuzz/target fuzz/work fuzz/logs

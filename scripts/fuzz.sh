@@ -2,6 +2,7 @@
 # Runs every libFuzzer target in fuzz/ for SECONDS each (default 8) and prints one summary
 # line per target. Fails on any crash, panic, timeout, leak or out-of-memory.
 #   scripts/fuzz.sh [SECONDS] [--merge]
+# FUZZ_BUILD_ONLY=1 only builds the targets; FUZZ_REPORT=<file> writes {"passed","failed"} (targets) there.
 # The committed corpora are fuzz/corpus/<target>. New inputs go to fuzz/work/ (not
 # committed): a fresh directory per short run; with --merge (the long form) they accumulate
 # in fuzz/work/<target>, and afterwards the corpus is replaced by a small set of inputs
@@ -22,8 +23,13 @@ limits=(-rss_limit_mb=2048 -malloc_limit_mb=256 -timeout=10 -max_len=65536)
 build=(-O --debug-assertions)
 
 cargo fuzz build "${build[@]}" >/dev/null 2>&1 || cargo fuzz build "${build[@]}"
+if [ -n "${FUZZ_BUILD_ONLY:-}" ]; then
+  exit 0
+fi
 mkdir -p logs
 status=0
+passed=0
+failed=0
 for target in $targets; do
   work="work/$target"
   if [ "$merge" != --merge ]; then
@@ -41,9 +47,11 @@ for target in $targets; do
   if cargo fuzz run "${build[@]}" "$target" "${inputs[@]}" -- \
     "${limits[@]}" -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1; then
     result=ok
+    passed=$((passed + 1))
   else
     result=FAILED
     status=1
+    failed=$((failed + 1))
   fi
   execs=$(grep -m1 -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
   rate=$(grep -m1 -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
@@ -65,4 +73,7 @@ for target in $targets; do
     fi
   fi
 done
+if [ -n "${FUZZ_REPORT:-}" ]; then
+  printf '{"passed":%d,"failed":%d}\n' "$passed" "$failed" >"$FUZZ_REPORT"
+fi
 exit $status

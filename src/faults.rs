@@ -1,12 +1,16 @@
-//! Named crash points for the crash tests (`client-ts/test/crash-points.test.mjs`).
+//! Named crash points for the crash tests (`tests/crash/crash-points.test.mjs`).
 //!
-//! Only a build with the `fault-injection` feature (the test Worker in `client-ts/test/faults/`,
+//! Only a build with the `fault-injection` feature (the test Worker in `tests/workers/faults/`,
 //! built by `make worker-faults`) can arm them. In every other build, the shipped Worker
 //! included, [`crash_point`] and [`crash_point_sync`] are empty and compile to nothing, and
 //! nothing can arm them.
 //!
-//! An armed point fires once: it logs `FAULT-INJECTION stalled at <point>` and then stalls, so
-//! that the test can SIGKILL the runtime at exactly that moment.
+//! An armed point fires once. An async one logs `FAULT-INJECTION stalled at <point>` and then
+//! stalls, so that the test can SIGKILL the runtime at exactly that moment. A synchronous one
+//! (inside a transaction, where a stall could not be observed: the runtime discards an
+//! unfinished transaction's writes whatever its code) fails instead, logging
+//! `FAULT-INJECTION failed at <point> (<what the transaction had written>)`, so the test can
+//! check that the writes before it were rolled back.
 
 use crate::stream::StorageError;
 
@@ -19,7 +23,7 @@ pub enum CrashPoint {
     /// already moved the head in the same statement (the test checks it agrees).
     SqliteAfterInsert,
     /// A Durable Streams append has written its messages and not yet the producer state, inside
-    /// the operation's transaction.
+    /// the operation's transaction (a failing point).
     StreamAfterData,
     /// A Durable Streams operation (of any kind: the tests arm it just before an append) has
     /// committed; its reply is not sent yet.
@@ -60,16 +64,19 @@ pub async fn crash_point(point: CrashPoint) {
     let _ = point;
 }
 
-/// [`crash_point`] for synchronous code, such as the body of a transaction, which cannot
-/// await: an armed point spins, and fails if it is not killed by then, so that the
-/// transaction rolls back either way.
+/// A failing point for synchronous code, such as the body of a transaction: if `point` is armed
+/// it fails, logging `witness()` (what the transaction has written so far), so that the
+/// transaction rolls back (fault-injection builds only; `Ok` otherwise).
 #[inline]
-pub fn crash_point_sync(point: CrashPoint) -> Result<(), StorageError> {
+pub fn crash_point_sync(
+    point: CrashPoint,
+    witness: impl FnOnce() -> String,
+) -> Result<(), StorageError> {
     #[cfg(all(feature = "fault-injection", target_arch = "wasm32"))]
-    return armed::spin(point);
+    return armed::fail(point, witness);
     #[cfg(not(all(feature = "fault-injection", target_arch = "wasm32")))]
     {
-        let _ = point;
+        let _ = (point, witness);
         Ok(())
     }
 }
@@ -85,9 +92,6 @@ mod armed {
     /// An async point goes on as if nothing happened after this long; the test kills the
     /// runtime within a second of the log line.
     const STALL: Duration = Duration::from_secs(120);
-    /// Loop rounds of a synchronous stall (seconds of CPU time). Time does not advance
-    /// inside synchronous Worker code, so the loop cannot watch a clock.
-    const SPIN_ROUNDS: u64 = 1 << 33;
 
     thread_local! {
         static ARMED: RefCell<Vec<CrashPoint>> = const { RefCell::new(Vec::new()) };
@@ -105,34 +109,28 @@ mod armed {
 
     /// Disarms `point` and says whether it was armed.
     fn fire(point: CrashPoint) -> bool {
-        let fired = ARMED.with(|armed| {
+        ARMED.with(|armed| {
             let mut armed = armed.borrow_mut();
             let found = armed.iter().position(|p| *p == point);
             found.map(|i| armed.remove(i)).is_some()
-        });
-        if fired {
-            worker::console_log!("FAULT-INJECTION stalled at {}", point.name());
-        }
-        fired
+        })
     }
 
     pub async fn stall(point: CrashPoint) {
         if fire(point) {
+            worker::console_log!("FAULT-INJECTION stalled at {}", point.name());
             worker::Delay::from(STALL).await;
             worker::console_log!("FAULT-INJECTION resumed after {}", point.name());
         }
     }
 
-    pub fn spin(point: CrashPoint) -> Result<(), StorageError> {
+    pub fn fail(point: CrashPoint, witness: impl FnOnce() -> String) -> Result<(), StorageError> {
         if !fire(point) {
             return Ok(());
         }
-        let mut rounds = 0u64;
-        while std::hint::black_box(rounds) < SPIN_ROUNDS {
-            rounds += 1;
-        }
+        worker::console_log!("FAULT-INJECTION failed at {} ({})", point.name(), witness());
         Err(StorageError(format!(
-            "fault injection: {} was not killed",
+            "fault injection: failed at {}",
             point.name()
         )))
     }
@@ -153,7 +151,7 @@ mod tests {
     #[test]
     fn points_are_no_ops_without_the_feature() {
         for point in CrashPoint::ALL {
-            assert_eq!(crash_point_sync(point), Ok(()));
+            assert_eq!(crash_point_sync(point, || unreachable!()), Ok(()));
             futures::executor::block_on(crash_point(point));
         }
     }

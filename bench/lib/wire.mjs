@@ -1,5 +1,5 @@
 // A lean load-generating client for the @livestore/sync-cf 0.4.0 wire protocol (Effect-3 RPC JSON
-// frames over WebSocket, one POST per RPC over HTTP; see docs and client-ts/test/support/raw-*.mjs).
+// frames over WebSocket, one POST per RPC over HTTP; see docs and tests/support/raw-*.mjs).
 // It does what the real client does on the wire (string request ids, an Ack for every Chunk,
 // backendId in pushes once known) and nothing else, so that it is not the bottleneck.
 

@@ -238,7 +238,11 @@ impl SyncBackendObject {
     ) -> Result<()> {
         match message {
             WebSocketIncomingMessage::String(text) if text.len() > MAX_FRAME_BYTES => {
-                let _ = ws.close(Some(CLOSE_MESSAGE_TOO_BIG), Some("Message is too large"));
+                let reason = format!(
+                    "frame of {} bytes is over the {MAX_FRAME_BYTES}-byte limit",
+                    text.len()
+                );
+                let _ = ws.close(Some(CLOSE_MESSAGE_TOO_BIG), Some(reason));
             }
             WebSocketIncomingMessage::String(text) => self.on_frame(&ws, &text).await,
             WebSocketIncomingMessage::Binary(_) => send(

@@ -115,7 +115,15 @@ impl StreamStore for SqliteStreamStore {
                 "insert message",
             )?;
         }
-        crate::faults::crash_point_sync(CrashPoint::StreamAfterData)?;
+        crate::faults::crash_point_sync(CrashPoint::StreamAfterData, || {
+            let stored = self
+                .exec("SELECT COUNT(*) FROM ds_messages", vec![], "count messages")
+                .ok()
+                .and_then(|cursor| cursor.raw().next())
+                .and_then(|row| row.ok())
+                .and_then(|row| row.first().and_then(as_u64));
+            format!("{} messages in the transaction", stored.unwrap_or_default())
+        })?;
         Ok(())
     }
 
