@@ -20,8 +20,8 @@ fn var(env: &Env, name: &str) -> Option<String> {
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
-    if crate::cf::streams::is_stream_path(&req.path()) {
-        return crate::cf::streams::worker_fetch(req, &env).await;
+    if crate::cf::stream_object::is_stream_path(&req.path()) {
+        return crate::cf::stream_object::worker_fetch(req, &env).await;
     }
     let cors = var(&env, "SYNC_CORS").is_some_and(|v| v.trim() == "true");
     SyncWorker::new(WorkerOptions::new().enable_cors(cors))
@@ -96,26 +96,27 @@ impl DurableObject for SyncBackendDO {
 #[wasm_bindgen]
 impl SyncBackendDO {
     /// DO-RPC entry, called by the JS wrapper's `rpc(payload)` with the unpacked requests
-    /// as JSON; returns the reply JSON the wrapper packs (see `SyncBackendObject::rpc`).
+    /// as JSON; returns the reply JSON, or a stream of message JSON strings, that the wrapper
+    /// packs (see `SyncBackendObject::rpc`).
     #[wasm_bindgen(js_name = rpcJson)]
-    pub async fn rpc_json(&self, requests: String) -> String {
+    pub async fn rpc_json(&self, requests: String) -> wasm_bindgen::JsValue {
         match &self.0 {
             Ok(object) => object.rpc(&requests).await,
-            Err(message) => encode_do_rpc_reply(
+            Err(message) => wasm_bindgen::JsValue::from_str(&encode_do_rpc_reply(
                 false,
                 &[encode_defect(&format!("Invalid configuration: {message}"))],
-            ),
+            )),
         }
     }
 }
 
 /// The Durable Streams stream object, bound as `STREAMS`: one per stream path.
 #[durable_object]
-pub struct StreamObject(crate::cf::streams::StreamsObject);
+pub struct StreamObject(crate::cf::stream_object::StreamsObject);
 
 impl DurableObject for StreamObject {
     fn new(state: State, env: Env) -> Self {
-        StreamObject(crate::cf::streams::StreamsObject::new(state, env))
+        StreamObject(crate::cf::stream_object::StreamsObject::new(state, env))
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {

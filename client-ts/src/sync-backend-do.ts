@@ -14,38 +14,54 @@ const packr = new Packr({ useRecords: true })
 const unpackr = new Unpackr({ useRecords: true })
 
 // An Effect RPC Ack frame as clients send it: `{"_tag":"Ack","requestId":"12"}` (Effect 3) or with a
-// numeric id (Effect 4).
-const ACK = /^\{"_tag":"Ack","requestId":(?:"\d+"|\d+)\}$/
+// numeric id (Effect 4). The capture is the request id's JSON.
+const ACK = /^\{"_tag":"Ack","requestId":("\d+"|\d+)\}$/
 
-/** The reply `rpcJson` returns: the messages, and whether the client expects them as a stream. */
+/**
+ * What the Rust object keeps on a socket for flow control (src/cf/ws.rs): how many chunks of each
+ * request id the client has acknowledged, and whether frames wait for room.
+ */
+interface FlowControlled {
+  __acks?: Map<string, number>
+  __wake?: boolean
+}
+
+/** A non-stream DO-RPC reply: its messages, packed as one array. */
 interface RpcReply {
-  stream: boolean
   messages: unknown[]
 }
 
 export const makeSyncBackendDO = (Rust: RustObjectClass<RustSyncBackendObject>) =>
   class SyncBackendDO extends forwardTo(Rust) {
     webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
-      // Clients Ack every chunk they receive and the server has nothing to do with an Ack: drop them
-      // here instead of crossing into wasm (a broadcast to N sockets brings N).
-      if (typeof message === 'string' && message.length < 64 && ACK.test(message)) return Promise.resolve()
+      // Clients Ack every chunk they receive (a broadcast to N sockets brings N). Counted here,
+      // without crossing into wasm; handed over only while the socket's frames wait for room.
+      const ack = typeof message === 'string' && message.length < 64 ? ACK.exec(message) : null
+      if (ack) {
+        const socket = ws as WebSocket & FlowControlled
+        const acks = (socket.__acks ??= new Map())
+        acks.set(ack[1], (acks.get(ack[1]) ?? 0) + 1)
+        if (!socket.__wake) return Promise.resolve()
+      }
       return super.webSocketMessage(ws, message)
     }
 
     // DO-RPC (`makeDoRpcSync` from @livestore/sync-cf, used by @livestore/adapter-cloudflare): Effect
     // RPC messages in msgpackr's record encoding. The Rust object works on JSON; this method unpacks
-    // the request and packs the reply the way the client expects: a stream reply is a ReadableStream
-    // of one packed [message] per chunk, otherwise one packed array.
+    // the request and packs the reply the way the client expects: a pull's reply is a ReadableStream
+    // of one packed [message] per chunk, taken from Rust as the caller reads it (a catch-up holds
+    // about one page in memory); anything else one packed array.
     async rpc(payload: Uint8Array): Promise<Uint8Array | ReadableStream<Uint8Array>> {
       const decoded = unpackr.unpackMultiple(payload) as unknown[]
       const requests = decoded.length === 1 && Array.isArray(decoded[0]) ? decoded[0] : decoded
-      const reply = JSON.parse(await this.inner.rpcJson(JSON.stringify(requests))) as RpcReply
-      if (!reply.stream) return packr.pack(reply.messages)
-      return new ReadableStream<Uint8Array>({
-        start(controller) {
-          for (const message of reply.messages) controller.enqueue(packr.pack([message]))
-          controller.close()
-        },
-      })
+      const reply = await this.inner.rpcJson(JSON.stringify(requests))
+      if (typeof reply === 'string') return packr.pack((JSON.parse(reply) as RpcReply).messages)
+      return reply.pipeThrough(
+        new TransformStream<string, Uint8Array>({
+          transform(message, controller) {
+            controller.enqueue(packr.pack([JSON.parse(message)]))
+          },
+        }),
+      )
     }
   }

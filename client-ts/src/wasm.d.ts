@@ -13,8 +13,11 @@ declare module '@livestore-sync-rs/wasm' {
 
   /** The Rust sync Durable Object (`SyncBackendObject`): the handlers plus its DO-RPC entry. */
   export interface RustSyncBackendObject extends RustDurableObject {
-    /** Serves DO-RPC requests given as the JSON of the unpacked msgpack messages (`SyncBackendObject::rpc`). */
-    rpcJson(requestsJson: string): Promise<string>
+    /**
+     * Serves DO-RPC requests given as the JSON of the unpacked msgpack messages (`SyncBackendObject::rpc`):
+     * `{"stream":false,"messages":[…]}`, or for a lone pull a stream of its messages' JSON.
+     */
+    rpcJson(requestsJson: string): Promise<string | ReadableStream<string>>
   }
 
   /** A Rust Durable Object class, constructed like a Durable Object. */

@@ -1,21 +1,27 @@
-//! The Durable Streams engine end to end, over in-memory stores: a short session of
-//! requests with arbitrary methods, queries, headers and bodies against two streams (so
-//! forks have a source), with long-polls resumed and event streams pumped. Never panics,
-//! never hits a storage error (which here can only mean an engine bug), answers with valid
-//! statuses, and every `Stream-Next-Offset` is an offset the engine itself accepts.
+//! The Durable Streams protocol end to end, over the stream core with in-memory stores: a short
+//! session of requests with arbitrary methods, queries, headers and bodies against two streams
+//! (so forks have a source), with long-polls run to their timeout, event streams pumped and
+//! alarms fired. Never panics, never hits a storage error (which here can only mean a bug),
+//! answers with valid statuses, and every `Stream-Next-Offset` is an offset it accepts itself.
 #![no_main]
 
 #[path = "common.rs"]
 mod common;
 
+use futures::executor::block_on;
 use libfuzzer_sys::fuzz_target;
-use livestore_sync_rs::durable_streams::engine::{
-    acquire, expire, finish_fork, handle, release, resume_long_poll, sse_step, Effect, Handled,
-    Outcome, Request, Response,
+use livestore_sync_rs::durable_streams::http::{Request, Response};
+use livestore_sync_rs::durable_streams::meta::Meta;
+use livestore_sync_rs::durable_streams::platform::{
+    AcquireRequest, Clock, Config, ForkPoint, Platform,
 };
-use livestore_sync_rs::durable_streams::store::MemoryStore;
+use livestore_sync_rs::durable_streams::stream::{Outcome, Stream};
+use livestore_sync_rs::stream::memory::MemoryStore;
 use livestore_sync_rs::stream::offset::{parse_offset, ReadFrom};
+use livestore_sync_rs::stream::{Budget, Message, SeqNum, StorageError};
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::rc::{Rc, Weak};
 
 const METHODS: [&str; 6] = ["PUT", "POST", "GET", "HEAD", "DELETE", "PATCH"];
 const PATHS: [&str; 2] = ["/v1/stream/a", "/v1/stream/b"];
@@ -36,14 +42,88 @@ const HEADERS: [&str; 14] = [
     "accept",
 ];
 
+type TestStream = Stream<MemoryStore<Message, Meta>, World>;
+
+/// The two streams and their clock, which moves when someone sleeps.
+#[derive(Clone)]
+struct World(Rc<Inner>);
+
+struct Inner {
+    now: Cell<u64>,
+    streams: RefCell<Vec<Weak<TestStream>>>,
+}
+
+impl World {
+    fn find(&self, path: &str) -> Option<Rc<TestStream>> {
+        let index = PATHS.iter().position(|p| *p == path)?;
+        self.0.streams.borrow().get(index).and_then(Weak::upgrade)
+    }
+}
+
+impl Clock for World {
+    fn now_ms(&self) -> u64 {
+        self.0.now.get()
+    }
+    async fn sleep(&self, ms: u64) {
+        self.0.now.set(self.0.now.get().saturating_add(ms));
+    }
+}
+
+impl Platform for World {
+    async fn acquire(
+        &self,
+        source: &str,
+        request: &AcquireRequest,
+    ) -> Result<Result<ForkPoint, Response>, StorageError> {
+        match self.find(source) {
+            Some(stream) => Box::pin(stream.acquire(request)).await,
+            None => Ok(Err(Response::new(404))),
+        }
+    }
+    async fn release(&self, source: &str) -> Result<(), StorageError> {
+        match self.find(source) {
+            Some(stream) => Box::pin(stream.release()).await,
+            None => Ok(()),
+        }
+    }
+    async fn read_source(
+        &self,
+        source: &str,
+        after: SeqNum,
+        upto: SeqNum,
+        budget: Budget,
+    ) -> Result<Vec<Message>, StorageError> {
+        match self.find(source) {
+            Some(stream) => Box::pin(stream.read_for_fork(after, upto, budget)).await,
+            None => Ok(Vec::new()),
+        }
+    }
+    async fn set_alarm(&self, _at_ms: i64) {}
+    fn warn(&self, _message: &str) {}
+}
+
 fuzz_target!(|data: &[u8]| {
-    let stores = [MemoryStore::default(), MemoryStore::default()];
-    let mut now_ms: u64 = 1_728_432_000_000;
+    let world = World(Rc::new(Inner {
+        now: Cell::new(1_728_432_000_000),
+        streams: RefCell::new(Vec::new()),
+    }));
+    let config = Config {
+        long_poll_ms: 1_000,
+        ..Config::default()
+    };
+    let streams: Vec<Rc<TestStream>> = PATHS
+        .iter()
+        .map(|_| Rc::new(Stream::new(MemoryStore::default(), world.clone(), config)))
+        .collect();
+    *world.0.streams.borrow_mut() = streams.iter().map(Rc::downgrade).collect();
     for request in common::parts(data).take(16) {
         let Some((&op, rest)) = request.split_first() else {
             continue;
         };
-        now_ms += u64::from(op >> 4) * 997;
+        world
+            .0
+            .now
+            .set(world.0.now.get() + u64::from(op >> 4) * 997);
         let target = usize::from(op & 8 != 0);
         let method = METHODS[usize::from(op & 7) % METHODS.len()];
         let mut fields = rest.split(|&b| b == 0xFE);
@@ -62,91 +142,30 @@ fuzz_target!(|data: &[u8]| {
                 None => {}
             }
         }
-        let path = PATHS[target];
-        let url = format!("http://localhost{path}");
+        let url = format!("http://localhost{}", PATHS[target]);
         let req = Request {
             method,
             url: &url,
-            path,
             query,
             headers: &headers,
             body,
         };
-        let store = &stores[target];
-        let other = &stores[1 - target];
-        let handled = ok(handle(store, &req, now_ms));
-        serve(handled, store, other, PATHS[1 - target], &req, now_ms);
-        if op & 0x80 != 0 {
-            let (_next, effects) = ok(expire(store, now_ms));
-            apply(&effects, other, PATHS[1 - target]);
-        }
-    }
-});
-
-/// Carries an outcome through, as the edge would.
-fn serve(
-    handled: Handled,
-    store: &MemoryStore,
-    other: &MemoryStore,
-    other_path: &str,
-    req: &Request,
-    now_ms: u64,
-) {
-    apply(&handled.effects, other, other_path);
-    match handled.outcome {
-        Outcome::Reply(response) => check(&response),
-        Outcome::Fork { source, request } => {
-            let answer = if source == other_path {
-                let (answer, effects) = ok(acquire(other, &request, now_ms));
-                apply(&effects, store, "");
-                answer
-            } else {
-                Err(Response::new(404))
-            };
-            let finished = ok(finish_fork(store, req, answer, now_ms));
-            // A fork's own outcome is always a reply.
-            apply(&finished.effects, other, other_path);
-            if let Outcome::Reply(response) = finished.outcome {
-                check(&response);
-            }
-        }
-        Outcome::Wait(poll) => {
-            let resumed = ok(resume_long_poll(store, req, &poll, true, now_ms));
-            apply(&resumed.effects, other, other_path);
-            if let Outcome::Reply(response) = resumed.outcome {
-                check(&response);
-            }
-        }
-        Outcome::Sse(start) => {
-            let mut from = start.from;
-            for round in 0..3 {
-                let (step, effects) = ok(sse_step(
-                    store,
-                    from,
-                    start.cursor.as_deref(),
-                    round == 0,
-                    now_ms,
-                ));
-                apply(&effects, other, other_path);
-                assert!(step.next >= from, "SSE went backwards");
-                from = step.next;
-                if step.done {
-                    break;
+        let stream = &streams[target];
+        match ok(block_on(stream.handle(&req))) {
+            Outcome::Reply(response) => check(&response),
+            Outcome::Sse(mut sse) => {
+                for _ in 0..3 {
+                    if ok(block_on(stream.sse_next(&mut sse))).is_none() {
+                        break;
+                    }
                 }
             }
         }
-    }
-}
-
-fn apply(effects: &[Effect], other: &MemoryStore, other_path: &str) {
-    for effect in effects {
-        if let Effect::Release { source } = effect {
-            if source == other_path {
-                ok(release(other));
-            }
+        if op & 0x80 != 0 {
+            ok(block_on(stream.alarm()));
         }
     }
-}
+});
 
 fn check(response: &Response) {
     assert!((200..600).contains(&response.status), "{response:?}");

@@ -11,9 +11,10 @@ use libfuzzer_sys::fuzz_target;
 use livestore_sync_rs::durable_streams::cursor::{next_cursor, CURSOR_EPOCH_MS};
 use livestore_sync_rs::durable_streams::headers::{
     format_rfc3339_ms, is_closed_flag, needs_base64, normalize_content_type, parse_expiry,
-    parse_rfc3339_ms, stream_seq_advances, Expiry,
+    parse_rfc3339_ms, Expiry,
 };
 use livestore_sync_rs::durable_streams::sse::{base64_decode, base64_encode, data_event};
+use livestore_sync_rs::stream::condition::stream_seq_advances;
 use livestore_sync_rs::stream::seq::MAX_SAFE_INTEGER;
 
 /// 0000-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z: the years RFC 3339 prints.

@@ -1,5 +1,8 @@
 //! The Cloudflare edge (wasm only): the Rust API for writing a sync Worker, the
-//! counterpart of `makeWorker`, `makeDurableObject` and `handleSyncRequest`.
+//! counterpart of `makeWorker`, `makeDurableObject` and `handleSyncRequest`, and the thin
+//! adapters between the runtime and the platform-free layers: the sync object
+//! (`sync_object`) and its transports (`ws`, `http`, `do_rpc`) and store stream view
+//! (`store_stream`), the Durable Streams object (`stream_object`).
 //!
 //! ```ignore
 //! use livestore_sync_rs::cf::{SyncBackendObject, SyncWorker};
@@ -33,12 +36,17 @@
 //! }
 //! ```
 
-mod object;
-pub mod streams;
+mod do_rpc;
+mod http;
+mod reply;
+mod store_stream;
+pub mod stream_object;
 mod subscriptions;
+mod sync_object;
 mod worker;
+mod ws;
 
-pub use object::SyncBackendObject;
+pub use sync_object::SyncBackendObject;
 pub use worker::{match_sync_request, SyncWorker, SCHEMA_PATH};
 
 /// The current time as an ISO 8601 string, the `createdAt` of stored events.

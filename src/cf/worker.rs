@@ -1,11 +1,13 @@
 //! The sync Worker's fetch handling: info page, CORS, payload validation, and forwarding to
-//! the store's Durable Object.
+//! the store's Durable Object, for sync requests and for reads of a store's log as a Durable
+//! Stream (`/v1/livestore/<storeId>`, gated the same way).
 
 use super::header_map;
 use crate::livestore::cors::{preflight_headers, ALLOW_ORIGIN};
 use crate::livestore::options::{PayloadContext, WorkerOptions};
 use crate::livestore::query::{parse_sync_query, SyncParams};
 use crate::livestore::route::{route, upgrade_rejection, Route, INFO_TEXT};
+use crate::livestore::stream_view::{parse_view_request, VIEW_PREFIX};
 use worker::{Env, Headers, Method, Request, Response, Result};
 
 /// Where the JSON Schema of a typed payload is served (`GET`), when one is configured.
@@ -50,6 +52,9 @@ impl SyncWorker {
 
     async fn route(&self, req: Request, env: &Env) -> Result<Response> {
         let url = req.url()?;
+        if url.path().starts_with(VIEW_PREFIX) {
+            return self.forward_view(req, env).await;
+        }
         if self.options.enable_cors && req.method() == Method::Options {
             let requested = req.headers().get("Access-Control-Request-Headers")?;
             let headers = Headers::new();
@@ -81,6 +86,58 @@ impl SyncWorker {
     ) -> Result<Response> {
         let response = self.forward(req, env, params).await?;
         self.finish(response)
+    }
+
+    /// A read of a store's log as a Durable Stream: the same gate as sync (`validate_payload`
+    /// with the `payload` query parameter), then the store's Durable Object.
+    async fn forward_view(&self, req: Request, env: &Env) -> Result<Response> {
+        let url = req.url()?;
+        if self.options.enable_cors && req.method() == Method::Options {
+            let requested = req.headers().get("Access-Control-Request-Headers")?;
+            let headers = Headers::new();
+            for (name, value) in preflight_headers(requested.as_deref()) {
+                headers.set(name, &value)?;
+            }
+            headers.set("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")?;
+            return Ok(Response::empty()?.with_status(204).with_headers(headers));
+        }
+        let view = match parse_view_request(url.path(), url.query().unwrap_or("")) {
+            Some(Ok(view)) => view,
+            Some(Err(message)) => return refuse(400, format!("Invalid store stream: {message}")),
+            None => return refuse(404, "not found".into()),
+        };
+        let context = PayloadContext {
+            store_id: view.store_id.as_str().to_owned(),
+            headers: header_map(req.headers()),
+        };
+        if let Err(message) = self
+            .options
+            .check_payload(view.payload.as_ref(), context)
+            .await
+        {
+            return refuse(400, format!("Invalid payload: {message}"));
+        }
+        let Ok(namespace) = env.durable_object(&self.options.binding) else {
+            return refuse(
+                424,
+                format!(
+                    "Durable Object binding {} is not configured",
+                    self.options.binding
+                ),
+            );
+        };
+        let stub = namespace.id_from_name(view.store_id.as_str())?.get_stub()?;
+        let response = stub.fetch_with_request(req).await?;
+        if !self.options.enable_cors {
+            return Ok(response);
+        }
+        // Headers of a response fetched from the Durable Object are immutable: copy them.
+        let headers = Headers::new();
+        for (name, value) in response.headers().entries() {
+            headers.append(&name, &value)?;
+        }
+        super::stream_object::cors_headers(&headers)?;
+        Ok(response.with_headers(headers))
     }
 
     async fn forward(&self, req: Request, env: &Env, params: SyncParams) -> Result<Response> {

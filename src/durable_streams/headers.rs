@@ -178,12 +178,6 @@ pub fn needs_base64(content_type: &str) -> bool {
     !(content_type.starts_with("text/") || is_json(content_type))
 }
 
-/// Whether `next` may follow `last` as a `Stream-Seq`: strictly greater, compared
-/// byte-wise (so `"10"` does not follow `"2"`, but `"10"` follows `"09"`).
-pub fn stream_seq_advances(last: Option<&str>, next: &str) -> bool {
-    last.is_none_or(|last| next.as_bytes() > last.as_bytes())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,14 +277,5 @@ mod tests {
         assert!(is_json(&normalize_content_type("application/json")));
         assert!(needs_base64("application/octet-stream"));
         assert!(!needs_base64("text/plain") && !needs_base64("application/json"));
-    }
-
-    #[test]
-    fn stream_seq_is_bytewise() {
-        assert!(stream_seq_advances(None, "1"));
-        assert!(!stream_seq_advances(Some("2"), "10"));
-        assert!(stream_seq_advances(Some("09"), "10"));
-        assert!(!stream_seq_advances(Some("5"), "5"));
-        assert!(!stream_seq_advances(Some("b"), "B"), "case-sensitive");
     }
 }

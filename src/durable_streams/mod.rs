@@ -1,10 +1,20 @@
-//! The Durable Streams HTTP protocol (version 1.0) on top of the stream core: header rules,
-//! JSON mode and live-read cursors, and the per-stream engine that serves the protocol
-//! over a synchronous store. Platform-free.
+//! The Durable Streams HTTP protocol (version 1.0) as a layer over the stream core: a
+//! [`stream::Stream`] is the protocol over one log of messages, with its operations in their own
+//! modules (create, fork, append, read) and the header rules, JSON mode, cursors and SSE framing
+//! beside them. Platform-free: what it needs of the platform is a [`platform::Platform`].
 
+pub mod append;
+pub mod create;
 pub mod cursor;
-pub mod engine;
+pub mod fork;
 pub mod headers;
+pub mod http;
 pub mod json;
+pub mod meta;
+pub mod platform;
+pub mod read;
 pub mod sse;
-pub mod store;
+pub mod stream;
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,6 @@
 //! LiveStore events as they travel and as they are stored.
 
-use crate::stream::{LogEntry, SeqNum};
+use crate::stream::{Entry, SeqNum};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
@@ -49,12 +49,19 @@ pub struct StoredEvent {
     pub created_at: String,
 }
 
-impl LogEntry for StoredEvent {
+impl Entry for StoredEvent {
     fn seq(&self) -> SeqNum {
         self.event.seq_num
     }
-    fn parent(&self) -> SeqNum {
-        self.event.parent_seq_num
+
+    /// Its text as stored: what a read holds of it.
+    fn size(&self) -> usize {
+        let event = &self.event;
+        self.args_text().map_or(0, str::len)
+            + event.name.len()
+            + event.client_id.len()
+            + event.session_id.len()
+            + self.created_at.len()
     }
 }
 

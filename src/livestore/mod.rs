@@ -5,9 +5,12 @@ pub mod chunk;
 pub mod cors;
 pub mod event;
 pub mod options;
+pub mod outbox;
 pub mod query;
 pub mod route;
+pub mod service;
 pub mod store_id;
+pub mod stream_view;
 pub mod sync;
 pub mod wire;
 

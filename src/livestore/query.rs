@@ -88,7 +88,7 @@ pub fn parse_sync_query(query: &str) -> Result<Option<SyncParams>, QueryError> {
 }
 
 /// Undoes the client's `encodeURIComponent` and parses the JSON.
-fn decode_payload(form_decoded: &str) -> Result<Value, QueryError> {
+pub(crate) fn decode_payload(form_decoded: &str) -> Result<Value, QueryError> {
     let json = percent_decode_str(form_decoded)
         .decode_utf8()
         .map_err(|_| QueryError::InvalidPayload("not UTF-8 after percent-decoding".into()))?;

@@ -1,33 +1,73 @@
-//! The push and pull rules of a store, on top of the event log. Transport-independent: the
-//! WebSocket and HTTP edges feed decoded requests in and send the frames that come out.
+//! The push and pull rules of a store, as a layer over the stream core's [`Log`]. Transport-free:
+//! the edges feed decoded requests in and carry the pages that come out.
+//!
+//! - A push is an append whose precondition is the expected tail (the batch's first
+//!   `parentSeqNum`), with the entries LiveStore's client numbered itself.
+//! - A pull reads from its cursor to the head one storage page at a time (a [`Budget`] of rows and
+//!   bytes), splits what it read into `PullResponse` pages and hands them to a [`PageSink`], which
+//!   may make it wait (a socket's window of unacknowledged chunks): memory stays about one page
+//!   whatever the size of the log.
 
 use super::chunk::{PullPage, ResponseBuilder};
 use super::event::StoredEvent;
 use super::store_id::StoreId;
 use super::wire::{PullRequest, PushRequest, SyncError};
-use crate::stream::{AppendError, EventLog, HeadCheckpoint, LogStorage, SeqNum, StorageError};
+use crate::stream::condition::{Precondition, Refusal};
+use crate::stream::{Budget, Commit, Log, LogStore, SeqNum, StorageError};
 
-/// Rows read from storage per query during a catch-up.
-pub const CATCH_UP_PAGE_ROWS: usize = 256;
+/// A store's log: LiveStore events with no header of their own (the backend id lives beside).
+pub trait EventLogStore: LogStore<Entry = StoredEvent, Header = ()> {}
+impl<S: LogStore<Entry = StoredEvent, Header = ()>> EventLogStore for S {}
 
-/// One store's sync backend.
-pub struct SyncBackend<S, H> {
-    store_id: StoreId,
-    backend_id: String,
-    log: EventLog<S, H>,
+/// Why a pull stopped early.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stop {
+    /// It failed, with this error for the client.
+    Failed(SyncError),
+    /// The client is gone: nothing more to send.
+    Gone,
 }
 
-impl<S, H> SyncBackend<S, H>
-where
-    S: LogStorage<Entry = StoredEvent>,
-    H: HeadCheckpoint,
-{
-    /// A backend for `store_id` whose log lives in `storage`.
-    pub fn new(store_id: StoreId, backend_id: String, storage: S, checkpoint: H) -> Self {
+impl From<SyncError> for Stop {
+    fn from(error: SyncError) -> Self {
+        Stop::Failed(error)
+    }
+}
+
+impl From<StorageError> for Stop {
+    fn from(error: StorageError) -> Self {
+        Stop::Failed(storage_error(error))
+    }
+}
+
+/// The client went away (its socket closed, its stream was cancelled).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gone;
+
+/// Where the pages of a pull go, in order. May wait (flow control).
+#[allow(async_fn_in_trait)]
+pub trait PageSink {
+    async fn page(&mut self, page: PullPage) -> Result<(), Gone>;
+}
+
+/// How often a live pull catches up again before it sends the rest with appends held off: each
+/// round is only what was pushed during the previous one.
+const CATCH_UP_ROUNDS: usize = 3;
+
+/// One store's sync backend.
+pub struct SyncBackend<S: EventLogStore> {
+    store_id: StoreId,
+    backend_id: String,
+    log: Log<S>,
+}
+
+impl<S: EventLogStore> SyncBackend<S> {
+    /// A backend for `store_id` whose log is in `store`.
+    pub fn new(store_id: StoreId, backend_id: String, store: S) -> Self {
         SyncBackend {
             store_id,
             backend_id,
-            log: EventLog::new(storage, checkpoint),
+            log: Log::new(store),
         }
     }
 
@@ -41,8 +81,8 @@ where
         &self.store_id
     }
 
-    /// The event log.
-    pub fn log(&self) -> &EventLog<S, H> {
+    /// The store's log.
+    pub fn log(&self) -> &Log<S> {
         &self.log
     }
 
@@ -60,85 +100,98 @@ where
         }
     }
 
-    /// Emits the catch-up of a pull as `PullResponse` pages. Returns the position the
-    /// catch-up reached, from which a live pull continues.
-    pub async fn pull(
-        &self,
-        request: &PullRequest,
-        emit: &mut impl FnMut(PullPage),
-    ) -> Result<SeqNum, SyncError> {
+    /// Where a pull starts: after its cursor, which must be of this backend.
+    pub fn start(&self, request: &PullRequest) -> Result<SeqNum, SyncError> {
         self.check_store(&request.store_id)?;
-        let after = match request.cursor.clone().into_option() {
-            None => SeqNum::ROOT,
+        match request.cursor.clone().into_option() {
+            None => Ok(SeqNum::ROOT),
             Some(cursor) if cursor.backend_id != self.backend_id => {
-                return Err(SyncError::BackendIdMismatch {
+                Err(SyncError::BackendIdMismatch {
                     expected: self.backend_id.clone(),
                     received: cursor.backend_id,
                 })
             }
-            Some(cursor) => cursor.event_sequence_number,
-        };
-        let head = self.log.head().await.map_err(storage_error)?;
-        let total = self.log.count(after, head).await.map_err(storage_error)?;
-        let mut builder = ResponseBuilder::catch_up(&self.backend_id, total);
-        self.send_range(after, head, &mut builder, emit).await?;
-        builder.finish(emit);
+            Some(cursor) => Ok(cursor.event_sequence_number),
+        }
+    }
+
+    /// The catch-up of a pull from `after` to the head: `PullResponse` pages counting the
+    /// remaining events down, the last one `NoMore` (an empty store gives one empty page).
+    /// Returns the position reached, from which a live pull continues.
+    pub async fn catch_up(&self, after: SeqNum, sink: &mut impl PageSink) -> Result<SeqNum, Stop> {
+        let head = self.log.tail().await?;
+        let total = self.log.count(after, head).await?;
+        let builder = ResponseBuilder::catch_up(&self.backend_id, total);
+        self.send_range(after, head, builder, sink).await?;
         Ok(head)
     }
 
-    /// Streams the events in `(after, upto]` into `builder`, one storage page at a time.
+    /// Sends the events in `(after, upto]` through `builder` and `sink`, one storage page at a
+    /// time, then the builder's last page.
     async fn send_range(
         &self,
         after: SeqNum,
         upto: SeqNum,
-        builder: &mut ResponseBuilder,
-        emit: &mut impl FnMut(PullPage),
-    ) -> Result<(), SyncError> {
+        mut builder: ResponseBuilder,
+        sink: &mut impl PageSink,
+    ) -> Result<(), Stop> {
         let mut position = after;
+        let mut pages = Vec::new();
         while position < upto {
-            let page = self
-                .log
-                .read(position, upto, CATCH_UP_PAGE_ROWS)
-                .await
-                .map_err(storage_error)?;
-            let Some(last) = page.last() else { break };
+            let events = self.log.read(position, upto, Budget::PAGE).await?;
+            let Some(last) = events.last() else { break };
             position = last.event.seq_num;
-            for event in &page {
-                builder.push(event.to_batch_item_json(), emit);
+            for event in &events {
+                builder.push(event.to_batch_item_json(), &mut |page| pages.push(page));
             }
+            drop(events);
+            for page in pages.drain(..) {
+                sink.page(page).await.map_err(|Gone| Stop::Gone)?;
+            }
+        }
+        builder.finish(&mut |page| pages.push(page));
+        for page in pages {
+            sink.page(page).await.map_err(|Gone| Stop::Gone)?;
         }
         Ok(())
     }
 
-    /// Turns a finished catch-up at `reached` into a live pull: with appends held off, sends
-    /// whatever was appended since (as `NoMore` pages) and then calls `subscribe`, so the
-    /// subscriber misses nothing and sees nothing twice or out of order.
-    pub async fn go_live(
+    /// Turns a catch-up that reached `reached` into a live pull: sends what was appended since
+    /// (`NoMore` pages) and calls `subscribe` with appends held off, so the subscriber misses
+    /// nothing and sees nothing twice or out of order. The sink is waited on without holding
+    /// appends off, except for what a few rounds of catching up could not absorb.
+    pub async fn go_live<K: PageSink>(
         &self,
-        reached: SeqNum,
-        emit: &mut impl FnMut(PullPage),
-        subscribe: impl FnOnce(),
-    ) -> Result<(), SyncError> {
-        self.log
-            .with_appends_paused(async |head| {
-                let mut builder = ResponseBuilder::live(&self.backend_id);
-                self.send_range(reached, head, &mut builder, emit).await?;
-                builder.finish(emit);
-                subscribe();
-                Ok(())
-            })
-            .await
-            .map_err(storage_error)?
+        mut reached: SeqNum,
+        sink: &mut K,
+        subscribe: impl FnOnce(&mut K) -> Result<(), SyncError>,
+    ) -> Result<(), Stop> {
+        let mut round = 0;
+        loop {
+            let writer = self.log.writer().await?;
+            let head = writer.tail();
+            if head == reached || round == CATCH_UP_ROUNDS {
+                let live = ResponseBuilder::live(&self.backend_id);
+                self.send_range(reached, head, live, sink).await?;
+                subscribe(sink)?;
+                return Ok(());
+            }
+            drop(writer);
+            let live = ResponseBuilder::live(&self.backend_id);
+            self.send_range(reached, head, live, sink).await?;
+            reached = head;
+            round += 1;
+        }
     }
 
-    /// Applies a push. On success the batch is durable and `broadcast` has been called with
-    /// the live `PullResponse` values for it (in order, before any later push), and the
+    /// Applies a push. On success the batch is durable and `publish` has been called with the
+    /// live `PullResponse` pages for it (in order, before any later push is applied), and the
     /// caller acknowledges. On error nothing was stored.
     pub async fn push(
         &self,
         request: PushRequest,
         created_at: String,
-        broadcast: impl FnOnce(Vec<PullPage>),
+        publish: impl FnOnce(Vec<PullPage>),
     ) -> Result<(), SyncError> {
         self.check_store(&request.store_id)?;
         if request.batch.is_empty() {
@@ -160,7 +213,7 @@ where
                 created_at: created_at.clone(),
             })
             .collect();
-        // Encode once: the sizes are checked on the same bytes that are broadcast.
+        // Encoded once: the sizes are checked on the same bytes that are published.
         let items: Vec<String> = events.iter().map(StoredEvent::to_batch_item_json).collect();
         let mut builder = ResponseBuilder::live(&self.backend_id);
         let max = builder.max_item_bytes();
@@ -173,28 +226,63 @@ where
                 ),
             ));
         }
-        self.log
-            .append(&events, move |_| {
-                let mut responses = Vec::new();
-                for item in items {
-                    builder.push(item, &mut |r| responses.push(r));
-                }
-                builder.finish(&mut |r| responses.push(r));
-                broadcast(responses);
-            })
+        let first_parent = events[0].event.parent_seq_num;
+        let mut writer = self.log.writer().await.map_err(storage_error)?;
+        match writer
+            .check(&[Precondition::ExpectTail(first_parent)])
             .await
-            .map(|_| ())
-            .map_err(|e| match e {
-                AppendError::Conflict { head, provided } => SyncError::ServerAhead {
-                    minimum_expected_num: head,
-                    provided_num: provided,
-                },
-                AppendError::NotAChain { .. } => {
-                    SyncError::unknown("InvalidPushError", e.to_string())
-                }
-                AppendError::Storage(e) => storage_error(e),
-            })
+            .map_err(storage_error)?
+        {
+            Ok(_) => {}
+            Err(Refusal::TailMoved { tail, expected }) => {
+                return Err(SyncError::ServerAhead {
+                    minimum_expected_num: tail,
+                    provided_num: expected,
+                })
+            }
+            Err(other) => {
+                return Err(SyncError::unknown(
+                    "InvalidPushError",
+                    format!("refused: {other:?}"),
+                ))
+            }
+        }
+        check_chain(first_parent, &events)?;
+        writer
+            .commit(Commit::entries(&events))
+            .await
+            .map_err(storage_error)?;
+        let mut pages = Vec::new();
+        for item in items {
+            builder.push(item, &mut |page| pages.push(page));
+        }
+        builder.finish(&mut |page| pages.push(page));
+        // Still the only writer: every live reader sees this push before the next one.
+        publish(pages);
+        drop(writer);
+        Ok(())
     }
+}
+
+/// Checks that `events` form a contiguous chain after `head` (`seqNum = parentSeqNum + 1`, each
+/// following the last): LiveStore's client numbers its events itself.
+fn check_chain(head: SeqNum, events: &[StoredEvent]) -> Result<(), SyncError> {
+    let mut expected_parent = head;
+    for (index, stored) in events.iter().enumerate() {
+        let event = &stored.event;
+        if event.parent_seq_num != expected_parent || expected_parent.next() != Some(event.seq_num)
+        {
+            return Err(SyncError::unknown(
+                "InvalidPushError",
+                format!(
+                    "entry {index} of the batch (seqNum {}, parentSeqNum {}) does not follow {expected_parent}",
+                    event.seq_num, event.parent_seq_num
+                ),
+            ));
+        }
+        expected_parent = event.seq_num;
+    }
+    Ok(())
 }
 
 /// Length of a backend id, as nanoid's default.
@@ -209,63 +297,48 @@ pub fn backend_id_from_random(random: &[u8; BACKEND_ID_LEN]) -> String {
         .collect()
 }
 
-fn storage_error(e: StorageError) -> SyncError {
+/// A storage failure as clients see it.
+pub fn storage_error(e: StorageError) -> SyncError {
     SyncError::unknown("StorageError", e.0)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::livestore::event::EventEncoded;
     use crate::livestore::wire::{Cursor, EffectOption};
-    use crate::stream::log::tests::Checkpoint;
+    use crate::stream::memory::MemoryStore;
     use futures::executor::block_on;
     use serde_json::{json, Value};
-    use std::cell::RefCell;
-    use std::rc::Rc;
 
-    /// In-memory storage of stored events (the stream core's own tests cover the log rules).
-    #[derive(Clone, Default)]
-    struct Memory(Rc<RefCell<Vec<StoredEvent>>>);
+    pub type Store = MemoryStore<StoredEvent, ()>;
 
-    impl LogStorage for Memory {
-        type Entry = StoredEvent;
-        async fn max_seq(&self) -> Result<Option<SeqNum>, StorageError> {
-            Ok(self.0.borrow().last().map(|e| e.event.seq_num))
-        }
-        async fn append(&self, entries: &[StoredEvent]) -> Result<(), StorageError> {
-            self.0.borrow_mut().extend(entries.iter().cloned());
+    /// Collects pages; `gone_after` makes it report the client gone after that many.
+    #[derive(Default)]
+    pub struct Pages {
+        pub pages: Vec<PullPage>,
+        pub gone_after: Option<usize>,
+    }
+
+    impl PageSink for Pages {
+        async fn page(&mut self, page: PullPage) -> Result<(), Gone> {
+            if self.gone_after == Some(self.pages.len()) {
+                return Err(Gone);
+            }
+            self.pages.push(page);
             Ok(())
         }
-        async fn count_range(&self, after: SeqNum, upto: SeqNum) -> Result<u64, StorageError> {
-            Ok(self.read_range(after, upto, usize::MAX).await?.len() as u64)
-        }
-        async fn read_range(
-            &self,
-            after: SeqNum,
-            upto: SeqNum,
-            limit: usize,
-        ) -> Result<Vec<StoredEvent>, StorageError> {
-            let rows = self.0.borrow();
-            Ok(rows
-                .iter()
-                .filter(|e| e.event.seq_num > after && e.event.seq_num <= upto)
-                .take(limit)
-                .cloned()
-                .collect())
-        }
     }
 
-    fn backend() -> SyncBackend<Memory, Checkpoint> {
-        SyncBackend::new(
-            StoreId::parse("s1").unwrap(),
-            "BACKEND".into(),
-            Memory::default(),
-            Checkpoint::default(),
-        )
+    pub fn backend_over(store: Store) -> SyncBackend<Store> {
+        SyncBackend::new(StoreId::parse("s1").unwrap(), "BACKEND".into(), store)
     }
 
-    fn event(seq: u64, pad: usize) -> EventEncoded {
+    fn backend() -> SyncBackend<Store> {
+        backend_over(Store::default())
+    }
+
+    pub fn event(seq: u64, pad: usize) -> EventEncoded {
         serde_json::from_value(json!({
             "name": "todoCreated-v1", "args": {"text": "x".repeat(pad)},
             "seqNum": seq, "parentSeqNum": seq - 1, "clientId": "c", "sessionId": "s"
@@ -273,7 +346,7 @@ mod tests {
         .unwrap()
     }
 
-    fn push_req(batch: Vec<EventEncoded>, backend_id: Option<&str>) -> PushRequest {
+    pub fn push_req(batch: Vec<EventEncoded>, backend_id: Option<&str>) -> PushRequest {
         PushRequest {
             store_id: "s1".into(),
             payload: None,
@@ -285,7 +358,7 @@ mod tests {
         }
     }
 
-    fn pull_req(cursor: Option<(&str, u64)>) -> PullRequest {
+    pub fn pull_req(cursor: Option<(&str, u64)>) -> PullRequest {
         PullRequest {
             store_id: "s1".into(),
             payload: None,
@@ -303,7 +376,7 @@ mod tests {
         }
     }
 
-    fn push(b: &SyncBackend<Memory, Checkpoint>, from: u64, to: u64, pad: usize) -> Vec<String> {
+    fn push(b: &SyncBackend<Store>, from: u64, to: u64, pad: usize) -> Vec<String> {
         let mut out = Vec::new();
         let batch = (from..=to).map(|s| event(s, pad)).collect();
         block_on(b.push(
@@ -315,10 +388,13 @@ mod tests {
         out
     }
 
-    fn pull(b: &SyncBackend<Memory, Checkpoint>, cursor: Option<(&str, u64)>) -> Vec<Value> {
-        let mut pages = Vec::new();
-        block_on(b.pull(&pull_req(cursor), &mut |p| pages.push(p))).unwrap();
-        pages
+    fn pull(b: &SyncBackend<Store>, cursor: Option<(&str, u64)>) -> Vec<Value> {
+        let mut sink = Pages::default();
+        block_on(async {
+            let after = b.start(&pull_req(cursor)).unwrap();
+            b.catch_up(after, &mut sink).await.unwrap()
+        });
+        sink.pages
             .iter()
             .map(|p| serde_json::from_str::<Value>(&p.json).unwrap())
             .collect()
@@ -358,8 +434,7 @@ mod tests {
             live["batch"][0]["metadata"]["value"]["createdAt"],
             "2026-11-22T00:00:00.000Z"
         );
-        let pulled = pull(&b, None);
-        assert_eq!(seqs(&pulled), vec![1, 2, 3]);
+        assert_eq!(seqs(&pull(&b, None)), vec![1, 2, 3]);
         assert_eq!(seqs(&pull(&b, Some(("BACKEND", 2)))), vec![3]);
         assert_eq!(seqs(&pull(&b, Some(("BACKEND", 3)))), Vec::<u64>::new());
     }
@@ -381,11 +456,50 @@ mod tests {
     }
 
     #[test]
+    fn a_catch_up_reads_storage_a_page_at_a_time_by_bytes() {
+        // 40 events of 300 kB: a storage page of 2 MB holds 6 of them, a PullResponse 2.
+        let b = backend();
+        for start in (1..=40).step_by(10) {
+            push(&b, start, start + 9, 300_000);
+        }
+        let store = b.log().store();
+        let reads_before = store.commits();
+        let r = pull(&b, None);
+        assert_eq!(seqs(&r), (1..=40).collect::<Vec<_>>());
+        assert_eq!(store.commits(), reads_before, "a pull writes nothing");
+        let page = block_on(
+            b.log()
+                .read(SeqNum::ROOT, SeqNum::new(40).unwrap(), Budget::PAGE),
+        )
+        .unwrap();
+        assert!(
+            page.len() < 10,
+            "one storage page holds {} of them",
+            page.len()
+        );
+    }
+
+    #[test]
+    fn a_pull_stops_when_its_client_is_gone() {
+        let b = backend();
+        for start in (1..=500).step_by(100) {
+            push(&b, start, start + 99, 1);
+        }
+        let mut sink = Pages {
+            gone_after: Some(2),
+            ..Pages::default()
+        };
+        let stopped = block_on(b.catch_up(SeqNum::ROOT, &mut sink));
+        assert_eq!(stopped, Err(Stop::Gone));
+        assert_eq!(sink.pages.len(), 2);
+    }
+
+    #[test]
     fn push_errors() {
         let b = backend();
         push(&b, 1, 2, 1);
         let stale = block_on(b.push(push_req(vec![event(2, 1)], None), "t".into(), |_| {
-            panic!("broadcast")
+            panic!("published")
         }));
         assert_eq!(
             stale,
@@ -404,6 +518,12 @@ mod tests {
         gap[1].parent_seq_num = SeqNum::new(3).unwrap();
         let gap = block_on(b.push(push_req(gap, None), "t".into(), |_| {}));
         assert!(matches!(gap, Err(SyncError::Unknown { .. })));
+        let repeat = block_on(b.push(
+            push_req(vec![event(3, 1), event(3, 1)], None),
+            "t".into(),
+            |_| {},
+        ));
+        assert!(matches!(repeat, Err(SyncError::Unknown { .. })));
         let mut other_store = push_req(vec![event(3, 1)], None);
         other_store.store_id = "s2".into();
         assert!(matches!(
@@ -426,9 +546,23 @@ mod tests {
     }
 
     #[test]
+    fn a_storage_failure_stores_nothing_and_the_next_push_sees_the_stored_head() {
+        let store = Store::default();
+        let b = backend_over(store.clone());
+        push(&b, 1, 2, 1);
+        store.fail_next_commit("disk full");
+        let failed = block_on(b.push(push_req(vec![event(3, 1)], None), "t".into(), |_| {
+            panic!("published")
+        }));
+        assert!(matches!(failed, Err(SyncError::Unknown { .. })));
+        push(&b, 3, 3, 1);
+        assert_eq!(seqs(&pull(&b, None)), vec![1, 2, 3]);
+    }
+
+    #[test]
     fn pull_with_foreign_cursor_is_a_mismatch() {
         let b = backend();
-        let err = block_on(b.pull(&pull_req(Some(("OLD", 1))), &mut |_| {})).unwrap_err();
+        let err = b.start(&pull_req(Some(("OLD", 1)))).unwrap_err();
         assert_eq!(
             err,
             SyncError::BackendIdMismatch {
@@ -442,13 +576,18 @@ mod tests {
     fn going_live_sends_what_was_appended_since_the_catch_up() {
         let b = backend();
         push(&b, 1, 2, 1);
-        let reached = block_on(b.pull(&pull_req(None), &mut |_| {})).unwrap();
+        let reached = block_on(b.catch_up(SeqNum::ROOT, &mut Pages::default())).unwrap();
         push(&b, 3, 4, 1);
-        let mut pages = Vec::new();
+        let mut sink = Pages::default();
         let mut subscribed = false;
-        block_on(b.go_live(reached, &mut |p| pages.push(p), || subscribed = true)).unwrap();
+        block_on(b.go_live(reached, &mut sink, |_| {
+            subscribed = true;
+            Ok(())
+        }))
+        .unwrap();
         assert!(subscribed);
-        let values: Vec<Value> = pages
+        let values: Vec<Value> = sink
+            .pages
             .iter()
             .map(|p| serde_json::from_str::<Value>(&p.json).unwrap())
             .collect();

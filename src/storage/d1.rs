@@ -1,20 +1,28 @@
 //! Event logs in D1, one `eventlog_7_<storeId>` table per store.
+//!
+//! D1 and the Durable Object cannot share a transaction, so the entries are the truth: the tail is
+//! `MAX(seqNum)` of the table, and the head checkpoint in `context_7` (which the TypeScript server
+//! reads) is saved after each insert and repaired when the log is opened. A crash between the two
+//! loses nothing and stores nothing twice.
 
+use super::do_sqlite::ContextRow;
 use super::sql::{self, CountRow, JsonRow, MaxRow, SqlValue, Statement};
 use crate::faults::CrashPoint;
 use crate::livestore::event::StoredEvent;
 use crate::livestore::store_id::StoreId;
-use crate::stream::{LogStorage, SeqNum, StorageError};
+use crate::stream::producer::ProducerState;
+use crate::stream::{Budget, Commit, HeaderWrite, Loaded, LogStore, SeqNum, StorageError};
 use serde::Deserialize;
 use std::cell::Cell;
 use wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement};
 
-/// One store's event log in D1.
+/// One store's event log in D1, with its head checkpoint.
 pub struct D1EventLog {
     db: D1Database,
     store_id: StoreId,
     table: String,
+    checkpoint: ContextRow,
     /// The table exists and this store owns it (checked once per object lifetime).
     ready: Cell<bool>,
 }
@@ -39,15 +47,25 @@ fn bind(value: &SqlValue) -> JsValue {
 }
 
 impl D1EventLog {
-    /// The log of `store_id` in `db`.
-    pub fn new(db: D1Database, store_id: StoreId) -> Self {
+    /// The log of `store_id` in `db`, its head checkpointed in `checkpoint`.
+    pub fn new(db: D1Database, store_id: StoreId, checkpoint: ContextRow) -> Self {
         let table = store_id.table_name();
         D1EventLog {
             db,
             store_id,
             table,
+            checkpoint,
             ready: Cell::new(false),
         }
+    }
+
+    async fn max_seq(&self) -> Result<Option<SeqNum>, StorageError> {
+        let row: Option<MaxRow> = self
+            .query(sql::select_max_seq(&self.table), vec![])?
+            .first(None)
+            .await
+            .map_err(d1_error("max"))?;
+        row.map_or(Ok(None), MaxRow::into_seq)
     }
 
     fn prepare(&self, statement: &Statement) -> Result<D1PreparedStatement, StorageError> {
@@ -116,22 +134,73 @@ impl D1EventLog {
     }
 }
 
-impl LogStorage for D1EventLog {
+impl LogStore for D1EventLog {
     type Entry = StoredEvent;
+    type Header = ();
 
-    async fn max_seq(&self) -> Result<Option<SeqNum>, StorageError> {
+    async fn load(&self) -> Result<Loaded<()>, StorageError> {
         self.ensure_ready().await?;
-        let row: Option<MaxRow> = self
-            .query(sql::select_max_seq(&self.table), vec![])?
-            .first(None)
-            .await
-            .map_err(d1_error("max"))?;
-        row.map_or(Ok(None), MaxRow::into_seq)
+        let tail = self.max_seq().await?.unwrap_or(SeqNum::ROOT);
+        self.checkpoint.repair(tail)?;
+        Ok(Loaded {
+            header: Some(()),
+            tail,
+        })
     }
 
-    async fn append(&self, entries: &[StoredEvent]) -> Result<(), StorageError> {
+    async fn read(
+        &self,
+        after: SeqNum,
+        upto: SeqNum,
+        budget: Budget,
+    ) -> Result<Vec<StoredEvent>, StorageError> {
         self.ensure_ready().await?;
-        let mut statements = sql::insert_events(&self.table, entries)?
+        let result = self
+            .query(
+                sql::read_range(&self.table),
+                vec![
+                    SqlValue::Integer(after.get()),
+                    SqlValue::Integer(upto.get()),
+                    SqlValue::Integer(budget.rows as u64),
+                    SqlValue::Integer(budget.bytes as u64),
+                ],
+            )?
+            .all()
+            .await
+            .map_err(d1_error("read"))?;
+        let rows: Vec<JsonRow> = result.results().map_err(d1_error("decode rows"))?;
+        sql::decode_rows(rows)
+    }
+
+    async fn count(&self, after: SeqNum, upto: SeqNum) -> Result<u64, StorageError> {
+        self.ensure_ready().await?;
+        let row: Option<CountRow> = self
+            .query(
+                sql::count_range(&self.table),
+                vec![
+                    SqlValue::Integer(after.get()),
+                    SqlValue::Integer(upto.get()),
+                ],
+            )?
+            .first(None)
+            .await
+            .map_err(d1_error("count"))?;
+        Ok(row.map_or(0, CountRow::into_count))
+    }
+
+    async fn producer(&self, _id: &str) -> Result<Option<ProducerState>, StorageError> {
+        Ok(None)
+    }
+
+    async fn commit(&self, commit: Commit<'_, StoredEvent, ()>) -> Result<(), StorageError> {
+        if commit.reset || !matches!(commit.header, HeaderWrite::Keep) || commit.producer.is_some()
+        {
+            return Err(StorageError(
+                "a store's event log only takes appends".into(),
+            ));
+        }
+        self.ensure_ready().await?;
+        let mut statements = sql::insert_events(&self.table, commit.entries)?
             .iter()
             .map(|s| self.prepare(s))
             .collect::<Result<Vec<_>, _>>()?;
@@ -151,45 +220,11 @@ impl LogStorage for D1EventLog {
             None => {}
         }
         crate::faults::crash_point(CrashPoint::D1AfterInsert).await;
+        // The entries are the truth and the checkpoint is repaired from them when the log is
+        // opened, so a failed save costs nothing but that repair.
+        if let Some(last) = commit.entries.last() {
+            let _ = self.checkpoint.save(last.event.seq_num);
+        }
         Ok(())
-    }
-
-    async fn count_range(&self, after: SeqNum, upto: SeqNum) -> Result<u64, StorageError> {
-        self.ensure_ready().await?;
-        let row: Option<CountRow> = self
-            .query(
-                sql::count_range(&self.table),
-                vec![
-                    SqlValue::Integer(after.get()),
-                    SqlValue::Integer(upto.get()),
-                ],
-            )?
-            .first(None)
-            .await
-            .map_err(d1_error("count"))?;
-        Ok(row.map_or(0, CountRow::into_count))
-    }
-
-    async fn read_range(
-        &self,
-        after: SeqNum,
-        upto: SeqNum,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, StorageError> {
-        self.ensure_ready().await?;
-        let result = self
-            .query(
-                sql::read_range(&self.table),
-                vec![
-                    SqlValue::Integer(after.get()),
-                    SqlValue::Integer(upto.get()),
-                    SqlValue::Integer(limit as u64),
-                ],
-            )?
-            .all()
-            .await
-            .map_err(d1_error("read"))?;
-        let rows: Vec<JsonRow> = result.results().map_err(d1_error("decode rows"))?;
-        sql::decode_rows(rows)
     }
 }

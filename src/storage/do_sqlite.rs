@@ -5,12 +5,14 @@ use super::sql::{self, CountRow, JsonRow, MaxRow, SqlValue, CREATE_CONTEXT};
 use crate::faults::CrashPoint;
 use crate::livestore::event::StoredEvent;
 use crate::livestore::store_id::StoreId;
-use crate::stream::{HeadCheckpoint, LogStorage, SeqNum, StorageError};
+use crate::stream::producer::ProducerState;
+use crate::stream::{Budget, Commit, HeaderWrite, Loaded, LogStore, SeqNum, StorageError};
 use serde::Deserialize;
 use std::cell::Cell;
 use worker::{SqlStorage, SqlStorageValue, Storage};
 
-/// One store's `context_7` row.
+/// One store's `context_7` row: its backend id and head checkpoint.
+#[derive(Clone)]
 pub struct ContextRow {
     sql: SqlStorage,
     store_id: String,
@@ -72,12 +74,22 @@ impl ContextRow {
     }
 }
 
-impl HeadCheckpoint for ContextRow {
-    fn load(&self) -> Result<Option<SeqNum>, StorageError> {
+impl ContextRow {
+    /// The saved head, if any.
+    pub fn load(&self) -> Result<Option<SeqNum>, StorageError> {
         Ok(self.read()?.and_then(|c| SeqNum::from_f64(c.current_head)))
     }
 
-    fn save(&self, head: SeqNum) -> Result<(), StorageError> {
+    /// Saves the head if the saved one differs from `head` (taken from the entries).
+    pub fn repair(&self, head: SeqNum) -> Result<(), StorageError> {
+        if self.load()? != Some(head) {
+            self.save(head)?;
+        }
+        Ok(())
+    }
+
+    /// Saves the head.
+    pub fn save(&self, head: SeqNum) -> Result<(), StorageError> {
         self.sql
             .exec(
                 r#"INSERT OR REPLACE INTO "context_7" ("storeId", "currentHead", "backendId") VALUES (?, ?, ?)"#,
@@ -100,6 +112,7 @@ pub struct DoSqliteEventLog {
     sql: SqlStorage,
     table: String,
     store_id: String,
+    checkpoint: ContextRow,
     ready: Cell<bool>,
 }
 
@@ -114,12 +127,13 @@ fn to_sql(value: &SqlValue) -> SqlStorageValue {
 
 impl DoSqliteEventLog {
     /// The log of `store_id` in this object's SQLite.
-    pub fn new(storage: Storage, store_id: &StoreId) -> Self {
+    pub fn new(storage: Storage, store_id: &StoreId, checkpoint: ContextRow) -> Self {
         DoSqliteEventLog {
             sql: storage.sql(),
             storage,
             table: store_id.table_name(),
             store_id: store_id.as_str().to_owned(),
+            checkpoint,
             ready: Cell::new(false),
         }
     }
@@ -154,17 +168,68 @@ impl DoSqliteEventLog {
     }
 }
 
-impl LogStorage for DoSqliteEventLog {
+impl LogStore for DoSqliteEventLog {
     type Entry = StoredEvent;
+    type Header = ();
 
-    async fn max_seq(&self) -> Result<Option<SeqNum>, StorageError> {
+    async fn load(&self) -> Result<Loaded<()>, StorageError> {
         let rows: Vec<MaxRow> = self.query(&sql::select_max_seq(&self.table), &[])?;
-        rows.into_iter().next().map_or(Ok(None), MaxRow::into_seq)
+        let tail = rows
+            .into_iter()
+            .next()
+            .map_or(Ok(None), MaxRow::into_seq)?
+            .unwrap_or(SeqNum::ROOT);
+        // The trigger keeps the checkpoint with the inserts; repair it for data written before
+        // the trigger existed (or by a server without one).
+        self.checkpoint.repair(tail)?;
+        Ok(Loaded {
+            header: Some(()),
+            tail,
+        })
     }
 
-    async fn append(&self, entries: &[StoredEvent]) -> Result<(), StorageError> {
+    async fn read(
+        &self,
+        after: SeqNum,
+        upto: SeqNum,
+        budget: Budget,
+    ) -> Result<Vec<StoredEvent>, StorageError> {
+        let rows: Vec<JsonRow> = self.query(
+            &sql::read_range(&self.table),
+            &[
+                SqlValue::Integer(after.get()),
+                SqlValue::Integer(upto.get()),
+                SqlValue::Integer(budget.rows as u64),
+                SqlValue::Integer(budget.bytes as u64),
+            ],
+        )?;
+        sql::decode_rows(rows)
+    }
+
+    async fn count(&self, after: SeqNum, upto: SeqNum) -> Result<u64, StorageError> {
+        let rows: Vec<CountRow> = self.query(
+            &sql::count_range(&self.table),
+            &[
+                SqlValue::Integer(after.get()),
+                SqlValue::Integer(upto.get()),
+            ],
+        )?;
+        Ok(rows.into_iter().next().map_or(0, CountRow::into_count))
+    }
+
+    async fn producer(&self, _id: &str) -> Result<Option<ProducerState>, StorageError> {
+        Ok(None)
+    }
+
+    async fn commit(&self, commit: Commit<'_, StoredEvent, ()>) -> Result<(), StorageError> {
+        if commit.reset || !matches!(commit.header, HeaderWrite::Keep) || commit.producer.is_some()
+        {
+            return Err(StorageError(
+                "a store's event log only takes appends".into(),
+            ));
+        }
         self.ensure_ready()?;
-        let statements = sql::insert_events(&self.table, entries)?;
+        let statements = sql::insert_events(&self.table, commit.entries)?;
         let exec = |sql: &SqlStorage, statement: &sql::Statement| {
             let params: Vec<SqlStorageValue> = statement.params.iter().map(to_sql).collect();
             sql.exec(&statement.sql, params)
@@ -182,37 +247,5 @@ impl LogStorage for DoSqliteEventLog {
         }
         crate::faults::crash_point(CrashPoint::SqliteAfterInsert).await;
         Ok(())
-    }
-
-    async fn count_range(&self, after: SeqNum, upto: SeqNum) -> Result<u64, StorageError> {
-        let rows: Vec<CountRow> = self.query(
-            &sql::count_range(&self.table),
-            &[
-                SqlValue::Integer(after.get()),
-                SqlValue::Integer(upto.get()),
-            ],
-        )?;
-        Ok(rows.into_iter().next().map_or(0, CountRow::into_count))
-    }
-
-    async fn read_range(
-        &self,
-        after: SeqNum,
-        upto: SeqNum,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, StorageError> {
-        let rows: Vec<JsonRow> = self.query(
-            &sql::read_range(&self.table),
-            &[
-                SqlValue::Integer(after.get()),
-                SqlValue::Integer(upto.get()),
-                SqlValue::Integer(limit as u64),
-            ],
-        )?;
-        sql::decode_rows(rows)
-    }
-
-    fn appends_checkpoint_head(&self) -> bool {
-        true
     }
 }

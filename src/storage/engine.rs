@@ -3,54 +3,56 @@
 use super::d1::D1EventLog;
 use super::do_sqlite::DoSqliteEventLog;
 use crate::livestore::event::StoredEvent;
-use crate::stream::{LogStorage, SeqNum, StorageError};
+use crate::stream::producer::ProducerState;
+use crate::stream::{Budget, Commit, Loaded, LogStore, SeqNum, StorageError};
 
-/// D1 or the Durable Object's SQLite, behind one [`LogStorage`].
+/// D1 or the Durable Object's SQLite, behind one [`LogStore`].
 pub enum EventStore {
     D1(D1EventLog),
     DoSqlite(DoSqliteEventLog),
 }
 
-impl LogStorage for EventStore {
+impl LogStore for EventStore {
     type Entry = StoredEvent;
+    type Header = ();
 
-    async fn max_seq(&self) -> Result<Option<SeqNum>, StorageError> {
+    async fn load(&self) -> Result<Loaded<()>, StorageError> {
         match self {
-            EventStore::D1(s) => s.max_seq().await,
-            EventStore::DoSqlite(s) => s.max_seq().await,
+            EventStore::D1(s) => s.load().await,
+            EventStore::DoSqlite(s) => s.load().await,
         }
     }
 
-    async fn append(&self, entries: &[StoredEvent]) -> Result<(), StorageError> {
-        match self {
-            EventStore::D1(s) => s.append(entries).await,
-            EventStore::DoSqlite(s) => s.append(entries).await,
-        }
-    }
-
-    async fn count_range(&self, after: SeqNum, upto: SeqNum) -> Result<u64, StorageError> {
-        match self {
-            EventStore::D1(s) => s.count_range(after, upto).await,
-            EventStore::DoSqlite(s) => s.count_range(after, upto).await,
-        }
-    }
-
-    async fn read_range(
+    async fn read(
         &self,
         after: SeqNum,
         upto: SeqNum,
-        limit: usize,
+        budget: Budget,
     ) -> Result<Vec<StoredEvent>, StorageError> {
         match self {
-            EventStore::D1(s) => s.read_range(after, upto, limit).await,
-            EventStore::DoSqlite(s) => s.read_range(after, upto, limit).await,
+            EventStore::D1(s) => s.read(after, upto, budget).await,
+            EventStore::DoSqlite(s) => s.read(after, upto, budget).await,
         }
     }
 
-    fn appends_checkpoint_head(&self) -> bool {
+    async fn count(&self, after: SeqNum, upto: SeqNum) -> Result<u64, StorageError> {
         match self {
-            EventStore::D1(s) => s.appends_checkpoint_head(),
-            EventStore::DoSqlite(s) => s.appends_checkpoint_head(),
+            EventStore::D1(s) => s.count(after, upto).await,
+            EventStore::DoSqlite(s) => s.count(after, upto).await,
+        }
+    }
+
+    async fn producer(&self, id: &str) -> Result<Option<ProducerState>, StorageError> {
+        match self {
+            EventStore::D1(s) => s.producer(id).await,
+            EventStore::DoSqlite(s) => s.producer(id).await,
+        }
+    }
+
+    async fn commit(&self, commit: Commit<'_, StoredEvent, ()>) -> Result<(), StorageError> {
+        match self {
+            EventStore::D1(s) => s.commit(commit).await,
+            EventStore::DoSqlite(s) => s.commit(commit).await,
         }
     }
 }

@@ -131,15 +131,26 @@ pub fn count_range(table: &str) -> String {
     format!("SELECT COUNT(*) AS c FROM {table} WHERE seqNum > ?1 AND seqNum <= ?2")
 }
 
-/// Rows in `(?1, ?2]`, ascending, at most `?3`, each as one column `j`: the JSON array
-/// `[seqNum, parentSeqNum, name, args, createdAt, clientId, sessionId]`. One string crosses
-/// into wasm per row instead of seven values. (Rows are not aggregated into one string per
-/// page: a page of large events would exceed SQLite's 2 MB string limit on Cloudflare.)
+/// Rows in `(?1, ?2]`, ascending, within a read budget of at most `?3` rows and `?4` bytes of
+/// stored text (always at least the first row, however large), each as one column `j`: the JSON
+/// array `[seqNum, parentSeqNum, name, args, createdAt, clientId, sessionId]`. One string crosses
+/// into wasm per row instead of seven values; rows are not aggregated into one string per page,
+/// as a page of large events would exceed SQLite's 2 MB string limit on Cloudflare. The row
+/// limit applies before the running total, so a read never walks more than `?3` rows.
 pub fn read_range(table: &str) -> String {
     format!(
-        "SELECT json_array(seqNum, parentSeqNum, name, args, createdAt, clientId, sessionId) AS j FROM {table} WHERE seqNum > ?1 AND seqNum <= ?2 ORDER BY seqNum ASC LIMIT ?3"
+        "SELECT json_array(e.seqNum, e.parentSeqNum, e.name, e.args, e.createdAt, e.clientId, e.sessionId) AS j \
+         FROM (SELECT seqNum, SUM(size) OVER (ORDER BY seqNum) AS total, ROW_NUMBER() OVER (ORDER BY seqNum) AS rank \
+               FROM (SELECT seqNum, {STORED_SIZE} AS size FROM {table} WHERE seqNum > ?1 AND seqNum <= ?2 ORDER BY seqNum LIMIT ?3)) AS w \
+         JOIN {table} AS e ON e.seqNum = w.seqNum \
+         WHERE w.total <= ?4 OR w.rank = 1 ORDER BY e.seqNum"
     )
 }
+
+/// What a row costs a read's byte budget: the length of its text columns (as
+/// `StoredEvent::size` counts it).
+const STORED_SIZE: &str =
+    "COALESCE(length(args), 0) + length(name) + length(clientId) + length(sessionId) + length(createdAt)";
 
 /// A row of [`read_range`].
 #[derive(Debug, Deserialize)]
@@ -312,10 +323,23 @@ mod tests {
         upto: u64,
         limit: u64,
     ) -> Vec<StoredEvent> {
+        page_within(db, table, after, upto, limit, u64::MAX >> 12)
+    }
+
+    fn page_within(
+        db: &rusqlite::Connection,
+        table: &str,
+        after: u64,
+        upto: u64,
+        limit: u64,
+        bytes: u64,
+    ) -> Vec<StoredEvent> {
         let rows: Vec<JsonRow> = db
             .prepare(&read_range(table))
             .unwrap()
-            .query_map([after, upto, limit], |r| Ok(JsonRow { j: r.get(0)? }))
+            .query_map([after, upto, limit, bytes], |r| {
+                Ok(JsonRow { j: r.get(0)? })
+            })
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
@@ -438,6 +462,52 @@ mod tests {
         let read = page(&db, "eventlog_7_l", 0, 100, 256);
         assert_eq!(read.len(), 4);
         assert!(read.iter().all(|e| e.args_text() == Some(big.as_str())));
+    }
+
+    #[test]
+    fn a_page_holds_what_its_budget_allows_and_its_sizes_are_what_events_count() {
+        use crate::stream::Entry;
+        let table = "eventlog_7_b";
+        let db = sqlite_log(table, "b");
+        // 20 events of about 100 kB each, one of 800 kB
+        let events: Vec<StoredEvent> = (1..=20)
+            .map(|s| {
+                ev(
+                    s,
+                    Some(json!("y".repeat(if s == 5 { 800_000 } else { 100_000 }))),
+                )
+            })
+            .collect();
+        run_all(&db, &insert_events(table, &events).unwrap()).unwrap();
+        let size =
+            |from: usize, to: usize| events[from..to].iter().map(Entry::size).sum::<usize>() as u64;
+        let seqs = |page: &[StoredEvent]| {
+            page.iter()
+                .map(|e| e.event.seq_num.get())
+                .collect::<Vec<_>>()
+        };
+        // by bytes: exactly the events whose running total fits
+        assert_eq!(
+            seqs(&page_within(&db, table, 0, 20, 100, size(0, 3))),
+            [1, 2, 3]
+        );
+        assert_eq!(
+            seqs(&page_within(&db, table, 0, 20, 100, size(0, 3) - 1)),
+            [1, 2]
+        );
+        // the first event is read however large; the next one only if it fits
+        assert_eq!(seqs(&page_within(&db, table, 4, 20, 100, 10)), [5]);
+        assert_eq!(seqs(&page_within(&db, table, 5, 20, 100, 10)), [6]);
+        // by rows
+        assert_eq!(
+            seqs(&page_within(&db, table, 0, 20, 2, u64::MAX >> 12)),
+            [1, 2]
+        );
+        // within the range only
+        assert_eq!(
+            seqs(&page_within(&db, table, 10, 12, 100, u64::MAX >> 12)),
+            [11, 12]
+        );
     }
 
     #[test]

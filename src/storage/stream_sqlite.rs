@@ -1,23 +1,34 @@
-//! A Durable Streams stream in its Durable Object's own SQLite: one row of metadata (JSON),
-//! the messages by number, and the producers' fencing state. [`transaction`] runs an engine
-//! operation inside `ctx.storage.transactionSync`, so its writes commit together or not at
-//! all (producer state with the data it admits).
+//! A Durable Streams stream in its Durable Object's own SQLite: the path's metadata (one row of
+//! JSON), the messages by position, and the producers' fencing state. A commit is one
+//! `transactionSync`: messages, metadata and producer state together or not at all.
 
-use crate::durable_streams::store::{Meta, StorageError, StreamStore};
+use crate::durable_streams::meta::{ClosedBy, ForkInfo, Meta, StreamMeta};
 use crate::faults::CrashPoint;
 use crate::stream::producer::ProducerState;
+use crate::stream::{
+    Budget, Commit, Header, HeaderWrite, Loaded, LogStore, Message, SeqNum, StorageError,
+};
+use serde::Deserialize;
 use std::rc::Rc;
 use worker::{SqlStorage, SqlStorageValue, Storage};
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS ds_meta (id INTEGER PRIMARY KEY CHECK (id = 1), meta TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS ds_messages (seq INTEGER PRIMARY KEY, data BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS ds_producers (id TEXT PRIMARY KEY, epoch INTEGER NOT NULL, last_seq INTEGER NOT NULL, updated_ms INTEGER NOT NULL);";
+CREATE TABLE IF NOT EXISTS ds_producers (id TEXT PRIMARY KEY, epoch INTEGER NOT NULL, last_seq INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS ds_producers_updated ON ds_producers (updated_ms);";
+
+/// Messages `(?1, ?2]` within a budget of `?3` rows and `?4` bytes (always the first): sizes are
+/// summed before any message's data is read, so no more than the budget is ever loaded.
+const READ: &str = "SELECT m.seq, m.data FROM (SELECT seq, SUM(size) OVER (ORDER BY seq) AS total, ROW_NUMBER() OVER (ORDER BY seq) AS rank FROM (SELECT seq, length(data) AS size FROM ds_messages WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3)) AS w JOIN ds_messages AS m ON m.seq = w.seq WHERE w.total <= ?4 OR w.rank = 1 ORDER BY m.seq";
+
+/// Messages per insert statement (two bound values each, under SQLite's limits).
+const INSERT_ROWS: usize = 50;
 
 fn sql_error(context: &'static str) -> impl Fn(worker::Error) -> StorageError {
     move |e| StorageError(format!("DO SQLite {context}: {e}"))
 }
 
-/// Safe integers (message numbers, epochs, times) as SQLite integers: exact.
+/// Safe integers (positions, epochs, times) as SQLite integers: exact.
 fn int(value: u64) -> SqlStorageValue {
     SqlStorageValue::Integer(i64::try_from(value).unwrap_or(i64::MAX))
 }
@@ -31,6 +42,68 @@ fn as_u64(value: &SqlStorageValue) -> Option<u64> {
         }
         _ => None,
     }
+}
+
+/// The metadata as versions before forks read through their source kept it: one stream's fields
+/// at the top level, its message count as `tail`, and the inherited messages copied into the
+/// fork's own table (so such a fork reads them locally: it inherits nothing through its source).
+#[derive(Deserialize)]
+struct LegacyMeta {
+    content_type: String,
+    ttl_seconds: Option<u64>,
+    expires_at_ms: Option<i64>,
+    created_ms: u64,
+    last_access_ms: u64,
+    closed: bool,
+    closed_by: Option<ClosedBy>,
+    last_stream_seq: Option<String>,
+    fork: Option<LegacyFork>,
+    ref_count: u64,
+    soft_deleted: bool,
+}
+
+#[derive(Deserialize)]
+struct LegacyFork {
+    source: String,
+    offset: u64,
+    sub_offset: u64,
+}
+
+impl From<LegacyMeta> for Meta {
+    fn from(old: LegacyMeta) -> Meta {
+        Meta {
+            stream: Some(StreamMeta {
+                content_type: old.content_type,
+                ttl_seconds: old.ttl_seconds,
+                expires_at_ms: old.expires_at_ms,
+                created_ms: old.created_ms,
+                last_access_ms: old.last_access_ms,
+                closed: old.closed,
+                closed_by: old.closed_by,
+                last_stream_seq: old.last_stream_seq,
+                fork: old.fork.map(|fork| ForkInfo {
+                    source: fork.source,
+                    offset: fork.offset,
+                    sub_offset: fork.sub_offset,
+                    inherited: 0,
+                    cut: None,
+                }),
+                ref_count: old.ref_count,
+                soft_deleted: old.soft_deleted,
+            }),
+            owed_releases: Vec::new(),
+        }
+    }
+}
+
+fn decode_meta(text: &str) -> Result<Meta, StorageError> {
+    serde_json::from_str::<Meta>(text)
+        .or_else(|current| {
+            serde_json::from_str::<LegacyMeta>(text)
+                .map(Meta::from)
+                .map_err(|_| current)
+        })
+        .map_err(|e| StorageError(format!("stored metadata: {e}")))
 }
 
 /// The stream kept in one Durable Object's SQLite.
@@ -59,111 +132,160 @@ impl SqliteStreamStore {
     ) -> Result<worker::SqlCursor, StorageError> {
         self.sql.exec(query, params).map_err(sql_error(context))
     }
-}
 
-/// Runs `body` against `store` in one transaction: rolled back when it fails.
-pub fn transaction<T: 'static>(
-    store: &SqliteStreamStore,
-    body: impl FnOnce(&SqliteStreamStore) -> Result<T, StorageError> + 'static,
-) -> Result<T, StorageError> {
-    let inner = store.clone();
-    super::transaction::transaction(&store.storage, move || body(&inner))
-}
+    fn first_u64(&self, query: &str, context: &'static str) -> Result<Option<u64>, StorageError> {
+        self.first_u64_with(query, vec![], context)
+    }
 
-impl StreamStore for SqliteStreamStore {
-    fn load_meta(&self) -> Result<Option<Meta>, StorageError> {
+    /// The first column of the first row of `query`, as an integer.
+    fn first_u64_with(
+        &self,
+        query: &str,
+        params: Vec<SqlStorageValue>,
+        context: &'static str,
+    ) -> Result<Option<u64>, StorageError> {
+        let cursor = self.exec(query, params, context)?;
+        match cursor.raw().next() {
+            Some(row) => Ok(row.map_err(sql_error(context))?.first().and_then(as_u64)),
+            None => Ok(None),
+        }
+    }
+
+    fn meta(&self) -> Result<Option<Meta>, StorageError> {
         let cursor = self.exec("SELECT meta FROM ds_meta WHERE id = 1", vec![], "read meta")?;
         for row in cursor.raw() {
             let row = row.map_err(sql_error("read meta row"))?;
             if let Some(SqlStorageValue::String(text)) = row.first() {
-                return serde_json::from_str(text)
-                    .map(Some)
-                    .map_err(|e| StorageError(format!("stored metadata: {e}")));
+                return decode_meta(text).map(Some);
             }
         }
         Ok(None)
     }
 
-    fn save_meta(&self, meta: &Meta) -> Result<(), StorageError> {
-        let text =
-            serde_json::to_string(meta).map_err(|e| StorageError(format!("metadata: {e}")))?;
-        self.exec(
-            "INSERT OR REPLACE INTO ds_meta (id, meta) VALUES (1, ?)",
-            vec![SqlStorageValue::String(text)],
-            "save meta",
-        )?;
-        Ok(())
-    }
-
-    fn clear_data(&self) -> Result<(), StorageError> {
-        self.exec("DELETE FROM ds_messages", vec![], "clear messages")?;
-        self.exec("DELETE FROM ds_producers", vec![], "clear producers")?;
-        Ok(())
-    }
-
-    fn clear_all(&self) -> Result<(), StorageError> {
-        self.clear_data()?;
-        self.exec("DELETE FROM ds_meta", vec![], "clear meta")?;
-        Ok(())
-    }
-
-    fn insert_messages(&self, first_seq: u64, messages: &[Vec<u8>]) -> Result<(), StorageError> {
-        for (seq, message) in (first_seq..).zip(messages) {
+    /// The writes of `commit`, run inside its transaction.
+    fn write(&self, commit: &Commit<'_, Message, Meta>) -> Result<(), StorageError> {
+        if commit.reset {
+            self.exec("DELETE FROM ds_messages", vec![], "clear messages")?;
+            self.exec("DELETE FROM ds_producers", vec![], "clear producers")?;
+        }
+        for rows in commit.entries.chunks(INSERT_ROWS) {
+            let placeholders = vec!["(?, ?)"; rows.len()].join(", ");
+            let params = rows
+                .iter()
+                .flat_map(|m| [int(m.seq.get()), SqlStorageValue::Blob(m.data.clone())])
+                .collect();
             self.exec(
-                "INSERT INTO ds_messages (seq, data) VALUES (?, ?)",
-                vec![int(seq), SqlStorageValue::Blob(message.clone())],
-                "insert message",
+                &format!("INSERT INTO ds_messages (seq, data) VALUES {placeholders}"),
+                params,
+                "insert messages",
             )?;
         }
-        crate::faults::crash_point_sync(CrashPoint::StreamAfterData, || {
-            let stored = self
-                .exec("SELECT COUNT(*) FROM ds_messages", vec![], "count messages")
-                .ok()
-                .and_then(|cursor| cursor.raw().next())
-                .and_then(|row| row.ok())
-                .and_then(|row| row.first().and_then(as_u64));
-            format!("{} messages in the transaction", stored.unwrap_or_default())
-        })?;
+        if !commit.entries.is_empty() {
+            crate::faults::crash_point_sync(CrashPoint::StreamAfterData, || {
+                let stored = self
+                    .first_u64("SELECT COUNT(*) FROM ds_messages", "count messages")
+                    .ok()
+                    .flatten();
+                format!("{} messages in the transaction", stored.unwrap_or_default())
+            })?;
+        }
+        match &commit.header {
+            HeaderWrite::Keep => {}
+            HeaderWrite::Save(meta) => {
+                let text = serde_json::to_string(meta)
+                    .map_err(|e| StorageError(format!("metadata: {e}")))?;
+                self.exec(
+                    "INSERT OR REPLACE INTO ds_meta (id, meta) VALUES (1, ?)",
+                    vec![SqlStorageValue::String(text)],
+                    "save meta",
+                )?;
+            }
+            HeaderWrite::Remove => {
+                self.exec("DELETE FROM ds_meta", vec![], "remove meta")?;
+            }
+        }
+        if let Some(producer) = &commit.producer {
+            self.exec(
+                "DELETE FROM ds_producers WHERE updated_ms < ?",
+                vec![int(producer.expire_before_ms)],
+                "expire producers",
+            )?;
+            self.exec(
+                "INSERT OR REPLACE INTO ds_producers (id, epoch, last_seq, updated_ms) VALUES (?, ?, ?, ?)",
+                vec![
+                    SqlStorageValue::String(producer.id.to_owned()),
+                    int(producer.state.epoch),
+                    int(producer.state.last_seq),
+                    int(producer.now_ms),
+                ],
+                "save producer",
+            )?;
+        }
         Ok(())
     }
+}
 
-    fn read_messages(
+impl LogStore for SqliteStreamStore {
+    type Entry = Message;
+    type Header = Meta;
+
+    async fn load(&self) -> Result<Loaded<Meta>, StorageError> {
+        let header = self.meta()?;
+        let base = header.as_ref().map_or(SeqNum::ROOT, Meta::base);
+        let last = self
+            .first_u64("SELECT MAX(seq) FROM ds_messages", "read tail")?
+            .and_then(SeqNum::new);
+        Ok(Loaded {
+            header,
+            tail: last.map_or(base, |last| last.max(base)),
+        })
+    }
+
+    async fn read(
         &self,
-        after: u64,
-        upto: u64,
-        max_bytes: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
-        let mut out = Vec::new();
-        if upto <= after {
-            return Ok(out);
-        }
+        after: SeqNum,
+        upto: SeqNum,
+        budget: Budget,
+    ) -> Result<Vec<Message>, StorageError> {
         let cursor = self.exec(
-            "SELECT seq, data FROM ds_messages WHERE seq > ? AND seq <= ? ORDER BY seq",
-            vec![int(after), int(upto)],
+            READ,
+            vec![
+                int(after.get()),
+                int(upto.get()),
+                int(budget.rows as u64),
+                int(budget.bytes as u64),
+            ],
             "read messages",
         )?;
-        let mut bytes = 0usize;
+        let mut out = Vec::new();
         for row in cursor.raw() {
             let row = row.map_err(sql_error("read message row"))?;
             let seq = row
                 .first()
                 .and_then(as_u64)
-                .ok_or_else(|| StorageError("message without a number".into()))?;
-            let data = match row.get(1) {
-                Some(SqlStorageValue::Blob(data)) => data.clone(),
-                Some(SqlStorageValue::String(text)) => text.clone().into_bytes(),
+                .and_then(SeqNum::new)
+                .ok_or_else(|| StorageError("message without a position".into()))?;
+            let data = match row.into_iter().nth(1) {
+                Some(SqlStorageValue::Blob(data)) => data,
+                Some(SqlStorageValue::String(text)) => text.into_bytes(),
                 _ => Vec::new(),
             };
-            if !out.is_empty() && bytes.saturating_add(data.len()) > max_bytes {
-                break;
-            }
-            bytes = bytes.saturating_add(data.len());
-            out.push((seq, data));
+            out.push(Message::new(seq, data));
         }
         Ok(out)
     }
 
-    fn producer(&self, id: &str) -> Result<Option<ProducerState>, StorageError> {
+    async fn count(&self, after: SeqNum, upto: SeqNum) -> Result<u64, StorageError> {
+        Ok(self
+            .first_u64_with(
+                "SELECT COUNT(*) FROM ds_messages WHERE seq > ? AND seq <= ?",
+                vec![int(after.get()), int(upto.get())],
+                "count messages",
+            )?
+            .unwrap_or(0))
+    }
+
+    async fn producer(&self, id: &str) -> Result<Option<ProducerState>, StorageError> {
         let cursor = self.exec(
             "SELECT epoch, last_seq FROM ds_producers WHERE id = ?",
             vec![SqlStorageValue::String(id.to_owned())],
@@ -180,22 +302,43 @@ impl StreamStore for SqliteStreamStore {
         Ok(None)
     }
 
-    fn save_producer(
-        &self,
-        id: &str,
-        state: ProducerState,
-        now_ms: u64,
-    ) -> Result<(), StorageError> {
-        self.exec(
-            "INSERT OR REPLACE INTO ds_producers (id, epoch, last_seq, updated_ms) VALUES (?, ?, ?, ?)",
-            vec![
-                SqlStorageValue::String(id.to_owned()),
-                int(state.epoch),
-                int(state.last_seq),
-                int(now_ms),
-            ],
-            "save producer",
-        )?;
+    async fn commit(&self, commit: Commit<'_, Message, Meta>) -> Result<(), StorageError> {
+        // The closure must own what it writes (transactionSync takes a JS callback).
+        let store = self.clone();
+        let entries = commit.entries.to_vec();
+        let header = match commit.header {
+            HeaderWrite::Keep => None,
+            HeaderWrite::Save(meta) => Some(Some(meta.clone())),
+            HeaderWrite::Remove => Some(None),
+        };
+        let producer = commit
+            .producer
+            .map(|p| (p.id.to_owned(), p.state, p.now_ms, p.expire_before_ms));
+        let reset = commit.reset;
+        super::transaction::transaction(&self.storage, move || {
+            let header = match &header {
+                None => HeaderWrite::Keep,
+                Some(Some(meta)) => HeaderWrite::Save(meta),
+                Some(None) => HeaderWrite::Remove,
+            };
+            let producer = producer
+                .as_ref()
+                .map(
+                    |(id, state, now_ms, expire_before_ms)| crate::stream::store::ProducerWrite {
+                        id,
+                        state: *state,
+                        now_ms: *now_ms,
+                        expire_before_ms: *expire_before_ms,
+                    },
+                );
+            store.write(&Commit {
+                reset,
+                entries: &entries,
+                header,
+                producer,
+            })
+        })?;
+        crate::faults::crash_point(CrashPoint::StreamAfterCommit).await;
         Ok(())
     }
 }

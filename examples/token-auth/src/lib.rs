@@ -154,9 +154,10 @@ impl DurableObject for SyncBackendDO {
 
 #[wasm_bindgen]
 impl SyncBackendDO {
-    /// DO-RPC entry for the JS wrapper's `rpc(payload)` (see `entry.mjs`).
+    /// DO-RPC entry for the JS wrapper's `rpc(payload)` (see `entry.ts`): the reply JSON, or a
+    /// stream of message JSON strings for a pull.
     #[wasm_bindgen(js_name = rpcJson)]
-    pub async fn rpc_json(&self, requests: String) -> String {
+    pub async fn rpc_json(&self, requests: String) -> wasm_bindgen::JsValue {
         self.0.rpc(&requests).await
     }
 }

@@ -1,0 +1,105 @@
+//! A store's event log served as a read-only Durable Stream (`/v1/livestore/<storeId>`, see
+//! [`crate::livestore::stream_view`]), by the store's own sync object. The Worker gates it as it
+//! gates sync (`validate_payload` with the `payload` query parameter) and forwards it there.
+
+use super::stream_object::{event_stream, to_response, Cors};
+use super::sync_object::Inner;
+use crate::durable_streams::http::{Request as DsRequest, Response as DsResponse};
+use crate::durable_streams::platform::{Clock, Config};
+use crate::durable_streams::read::{read, sse_next, ReadOutcome};
+use crate::livestore::stream_view::{parse_view_request, write_refused, StoreView, ViewRequest};
+use std::rc::Rc;
+use std::time::Duration;
+use worker::{Date, Delay, Method, Request, Response, Result};
+
+/// The store a request to the sync object names as a stream view, if it is one.
+pub(super) fn view_of(req: &Request) -> Option<std::result::Result<ViewRequest, String>> {
+    let url = req.url().ok()?;
+    parse_view_request(url.path(), url.query().unwrap_or(""))
+}
+
+/// Real time.
+struct RealClock;
+
+impl Clock for RealClock {
+    fn now_ms(&self) -> u64 {
+        Date::now().as_millis()
+    }
+
+    async fn sleep(&self, ms: u64) {
+        Delay::from(Duration::from_millis(ms)).await;
+    }
+}
+
+/// Serves a read of the store's stream in its sync object.
+pub(super) async fn serve(
+    inner: &Rc<Inner>,
+    req: Request,
+    view: std::result::Result<ViewRequest, String>,
+) -> Result<Response> {
+    let view = match view {
+        Ok(view) => view,
+        Err(message) => return to_response(DsResponse::error(400, message), Cors::ByWorker),
+    };
+    let method = req.method();
+    if !matches!(method, Method::Get | Method::Head) {
+        return to_response(write_refused(), Cors::ByWorker);
+    }
+    let backend = match inner.backend(&view.store_id) {
+        Ok(backend) => backend,
+        Err(e) => return to_response(DsResponse::error(500, format!("{e:?}")), Cors::ByWorker),
+    };
+    let store_view = StoreView::new(backend);
+    let failed = |e: crate::stream::StorageError| worker::Error::RustError(e.to_string());
+    if method == Method::Head {
+        return to_response(store_view.head().await.map_err(failed)?, Cors::ByWorker);
+    }
+    let url = req.url()?;
+    let headers = super::header_map(req.headers());
+    let mut base = url.clone();
+    base.set_query(None);
+    let request = DsRequest {
+        method: "GET",
+        url: base.as_str(),
+        query: url.query().unwrap_or_default(),
+        headers: &headers,
+        body: &[],
+    };
+    let config = inner.stream_config;
+    match read(&store_view, &RealClock, &config, &request)
+        .await
+        .map_err(failed)?
+    {
+        ReadOutcome::Reply(response) => to_response(response, Cors::ByWorker),
+        ReadOutcome::Sse(sse) => {
+            let headers = sse.headers.clone();
+            let state = (store_view, sse, config);
+            let events =
+                futures_util::stream::unfold(state, |(view, mut sse, config)| async move {
+                    match sse_next(&view, &RealClock, &config, &mut sse).await {
+                        Ok(Some(events)) => Some((Ok(events.into_bytes()), (view, sse, config))),
+                        Ok(None) => None,
+                        Err(e) => {
+                            worker::console_error!("store stream read: {e}");
+                            None
+                        }
+                    }
+                });
+            event_stream(&headers, events, Cors::ByWorker)
+        }
+    }
+}
+
+/// The settings of the store's stream: the long-poll timeout as streams have it.
+pub(super) fn config_from(env: &worker::Env) -> Config {
+    let defaults = Config::default();
+    let long_poll_ms = env
+        .var("DS_LONG_POLL_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.to_string().trim().parse::<u64>().ok())
+        .unwrap_or(defaults.long_poll_ms);
+    Config {
+        long_poll_ms,
+        ..defaults
+    }
+}

@@ -1,0 +1,426 @@
+//! The Durable Streams edge (wasm only): the Worker's routing of `/v1/stream/*` and the stream
+//! Durable Object, one per stream path (`STREAMS`, `idFromName(path)`).
+//!
+//! The protocol lives in [`crate::durable_streams`]; this module reads requests, keeps a
+//! [`Stream`] over the object's SQLite, pumps SSE responses, and gives the protocol its
+//! platform: time and timers, the alarm, and the other streams' objects (a fork's source),
+//! reached through internal paths the Worker never forwards.
+
+use crate::durable_streams::create::MAX_APPEND_BYTES;
+use crate::durable_streams::http::Response as DsResponse;
+use crate::durable_streams::platform::{AcquireRequest, Clock, Config, ForkPoint, Platform};
+use crate::durable_streams::read::Sse;
+use crate::durable_streams::stream::{Outcome, Stream};
+use crate::storage::stream_sqlite::SqliteStreamStore;
+use crate::stream::{Budget, Message, SeqNum, StorageError};
+use std::rc::Rc;
+use std::time::Duration;
+use worker::{
+    Date, Delay, Env, Headers, Method, Request, RequestInit, Response, Result, ScheduledTime, State,
+};
+
+/// The binding of the stream Durable Object.
+pub const STREAMS_BINDING: &str = "STREAMS";
+/// Paths served as streams.
+pub const STREAM_PREFIX: &str = "/v1/stream/";
+/// Object-to-object calls; the Worker forwards only [`STREAM_PREFIX`] paths, so these are
+/// unreachable from outside.
+const INTERNAL_PREFIX: &str = "/__ds_internal/";
+
+const ALLOW_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS";
+const ALLOW_HEADERS: &str = "content-type, stream-seq, stream-ttl, stream-expires-at, \
+stream-closed, stream-forked-from, stream-fork-offset, stream-fork-sub-offset, producer-id, \
+producer-epoch, producer-seq, if-none-match, authorization, cache-control";
+const EXPOSE_HEADERS: &str = "stream-next-offset, stream-cursor, stream-up-to-date, \
+stream-closed, stream-ttl, stream-expires-at, stream-sse-data-encoding, producer-epoch, \
+producer-seq, producer-expected-seq, producer-received-seq, etag, location, content-type";
+
+/// Whether the Worker routes `path` to a stream object.
+pub fn is_stream_path(path: &str) -> bool {
+    path.starts_with(STREAM_PREFIX)
+}
+
+/// Whether a response carries CORS headers of its own: streams always do (the protocol's
+/// clients are browsers too); a store's stream has the sync Worker's CORS setting, which the
+/// Worker applies.
+#[derive(Copy, Clone, PartialEq, Eq)]
+pub(super) enum Cors {
+    Open,
+    ByWorker,
+}
+
+/// The headers every stream response carries (security, and CORS unless the Worker adds it).
+pub(super) fn common_headers(headers: &Headers, cors: Cors) -> Result<()> {
+    headers.set("x-content-type-options", "nosniff")?;
+    headers.set("cross-origin-resource-policy", "cross-origin")?;
+    if cors == Cors::Open {
+        cors_headers(headers)?;
+    }
+    Ok(())
+}
+
+/// The CORS headers of a stream response.
+pub(super) fn cors_headers(headers: &Headers) -> Result<()> {
+    headers.set("access-control-allow-origin", "*")?;
+    headers.set("access-control-expose-headers", EXPOSE_HEADERS)?;
+    Ok(())
+}
+
+pub(super) fn plain(status: u16, message: &str) -> Result<Response> {
+    let headers = Headers::new();
+    headers.set("content-type", "text/plain; charset=utf-8")?;
+    common_headers(&headers, Cors::Open)?;
+    Ok(Response::from_bytes(message.as_bytes().to_vec())?
+        .with_status(status)
+        .with_headers(headers))
+}
+
+/// A protocol response as a Worker response.
+pub(super) fn to_response(response: DsResponse, cors: Cors) -> Result<Response> {
+    let headers = Headers::new();
+    for (name, value) in &response.headers {
+        headers.append(name, value)?;
+    }
+    common_headers(&headers, cors)?;
+    let out = if response.body.is_empty() {
+        Response::empty()?
+    } else {
+        Response::from_bytes(response.body)?
+    };
+    Ok(out.with_status(response.status).with_headers(headers))
+}
+
+/// A CORS preflight answer for stream paths.
+pub(super) fn preflight() -> Result<Response> {
+    let headers = Headers::new();
+    common_headers(&headers, Cors::Open)?;
+    headers.set("access-control-allow-methods", ALLOW_METHODS)?;
+    headers.set("access-control-allow-headers", ALLOW_HEADERS)?;
+    headers.set("access-control-max-age", "86400")?;
+    Ok(Response::empty()?.with_status(204).with_headers(headers))
+}
+
+/// The Worker side: answers preflights and forwards stream requests to their object.
+pub async fn worker_fetch(req: Request, env: &Env) -> Result<Response> {
+    if req.method() == Method::Options {
+        return preflight();
+    }
+    let path = req.path();
+    if path.split('/').any(|segment| segment == "__ds") {
+        return plain(404, "not found");
+    }
+    let forwarded = async {
+        let stub = env
+            .durable_object(STREAMS_BINDING)?
+            .id_from_name(&path)?
+            .get_stub()?;
+        stub.fetch_with_request(req).await
+    };
+    match forwarded.await {
+        Ok(response) => Ok(response),
+        Err(e) => plain(500, &format!("stream object failed: {e}")),
+    }
+}
+
+/// An event stream's response: `events` is its body, one chunk of events at a time.
+pub(super) fn event_stream(
+    headers_of: &[(String, String)],
+    events: impl futures_util::Stream<Item = Result<Vec<u8>>> + 'static,
+    cors: Cors,
+) -> Result<Response> {
+    let headers = Headers::new();
+    for (name, value) in headers_of {
+        headers.set(name, value)?;
+    }
+    common_headers(&headers, cors)?;
+    Ok(Response::from_stream(events)?.with_headers(headers))
+}
+
+/// The platform of a stream's object.
+pub struct CfPlatform {
+    state: State,
+    env: Env,
+}
+
+impl CfPlatform {
+    /// An internal call to the stream object at `path`.
+    async fn call(&self, path: &str, op: &str, body: Vec<u8>) -> Result<Response> {
+        let stub = self
+            .env
+            .durable_object(STREAMS_BINDING)?
+            .id_from_name(path)?
+            .get_stub()?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post);
+        let array = js_sys::Uint8Array::from(body.as_slice());
+        init.with_body(Some(array.into()));
+        let request =
+            Request::new_with_init(&format!("https://streams{INTERNAL_PREFIX}{op}"), &init)?;
+        stub.fetch_with_request(request).await
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> StorageError {
+    StorageError(e.to_string())
+}
+
+impl Clock for CfPlatform {
+    fn now_ms(&self) -> u64 {
+        Date::now().as_millis()
+    }
+
+    async fn sleep(&self, ms: u64) {
+        Delay::from(Duration::from_millis(ms)).await;
+    }
+}
+
+impl Platform for CfPlatform {
+    async fn acquire(
+        &self,
+        source: &str,
+        request: &AcquireRequest,
+    ) -> std::result::Result<std::result::Result<ForkPoint, DsResponse>, StorageError> {
+        if !is_stream_path(source) {
+            return Ok(Err(DsResponse::error(
+                400,
+                "Stream-Forked-From must be a stream path",
+            )));
+        }
+        let body = serde_json::to_vec(request).map_err(failed)?;
+        let mut response = self.call(source, "acquire", body).await.map_err(failed)?;
+        let status = response.status_code();
+        let bytes = response.bytes().await.map_err(failed)?;
+        if status == 200 {
+            serde_json::from_slice(&bytes).map(Ok).map_err(failed)
+        } else {
+            Ok(Err(DsResponse::new(status)
+                .header("content-type", "text/plain; charset=utf-8")
+                .with_body(bytes)))
+        }
+    }
+
+    async fn release(&self, source: &str) -> std::result::Result<(), StorageError> {
+        let response = self
+            .call(source, "release", Vec::new())
+            .await
+            .map_err(failed)?;
+        match response.status_code() {
+            204 => Ok(()),
+            status => Err(StorageError(format!("release answered {status}"))),
+        }
+    }
+
+    async fn read_source(
+        &self,
+        source: &str,
+        after: SeqNum,
+        upto: SeqNum,
+        budget: Budget,
+    ) -> std::result::Result<Vec<Message>, StorageError> {
+        let request = ReadRequest {
+            after,
+            upto,
+            rows: budget.rows,
+            bytes: budget.bytes,
+        };
+        let body = serde_json::to_vec(&request).map_err(failed)?;
+        let mut response = self.call(source, "read", body).await.map_err(failed)?;
+        let bytes = response.bytes().await.map_err(failed)?;
+        if response.status_code() != 200 {
+            return Err(StorageError(format!(
+                "reading the fork's source: {}",
+                String::from_utf8_lossy(&bytes)
+            )));
+        }
+        decode_messages(&bytes)
+    }
+
+    async fn set_alarm(&self, at_ms: i64) {
+        // Milliseconds since the epoch, well within f64's exact range.
+        let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(at_ms as f64));
+        if let Err(e) = self
+            .state
+            .storage()
+            .set_alarm(ScheduledTime::new(date))
+            .await
+        {
+            worker::console_error!("setting the stream's alarm: {e}");
+        }
+    }
+
+    fn warn(&self, message: &str) {
+        worker::console_warn!("{message}");
+    }
+}
+
+/// A fork's read of its source.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ReadRequest {
+    after: SeqNum,
+    upto: SeqNum,
+    rows: usize,
+    bytes: usize,
+}
+
+/// Messages as they travel between objects: for each, its position (8 bytes), its length (4
+/// bytes), then its bytes.
+fn encode_messages(messages: &[Message]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(messages.iter().map(|m| m.data.len() + 12).sum());
+    for message in messages {
+        out.extend_from_slice(&message.seq.get().to_be_bytes());
+        out.extend_from_slice(&(message.data.len() as u32).to_be_bytes());
+        out.extend_from_slice(&message.data);
+    }
+    out
+}
+
+fn decode_messages(mut bytes: &[u8]) -> std::result::Result<Vec<Message>, StorageError> {
+    let bad = || StorageError("the fork's source sent a malformed read".into());
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let (seq, rest) = bytes.split_first_chunk::<8>().ok_or_else(bad)?;
+        let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
+        let len = u32::from_be_bytes(*len) as usize;
+        let data = rest.get(..len).ok_or_else(bad)?;
+        let seq = SeqNum::new(u64::from_be_bytes(*seq)).ok_or_else(bad)?;
+        out.push(Message::new(seq, data.to_vec()));
+        bytes = rest.get(len..).ok_or_else(bad)?;
+    }
+    Ok(out)
+}
+
+type StreamOf = Stream<SqliteStreamStore, CfPlatform>;
+
+/// The stream Durable Object's logic; the shipped Worker wraps it as `StreamObject`.
+pub struct StreamsObject {
+    stream: std::result::Result<Rc<StreamOf>, StorageError>,
+}
+
+impl StreamsObject {
+    pub fn new(state: State, env: Env) -> StreamsObject {
+        let var = |name: &str| {
+            env.var(name)
+                .ok()
+                .and_then(|v| v.to_string().trim().parse::<u64>().ok())
+        };
+        let defaults = Config::default();
+        let config = Config {
+            long_poll_ms: var("DS_LONG_POLL_TIMEOUT_MS").unwrap_or(defaults.long_poll_ms),
+            sse_recycle_ms: defaults.sse_recycle_ms,
+            producer_ttl_ms: var("DS_PRODUCER_TTL_SECONDS")
+                .map_or(defaults.producer_ttl_ms, |s| s.saturating_mul(1_000)),
+        };
+        let stream = SqliteStreamStore::open(state.storage())
+            .map(|store| Rc::new(Stream::new(store, CfPlatform { state, env }, config)));
+        StreamsObject { stream }
+    }
+
+    fn stream(&self) -> Result<Rc<StreamOf>> {
+        self.stream
+            .clone()
+            .map_err(|e| worker::Error::RustError(e.to_string()))
+    }
+
+    pub async fn fetch(&self, req: Request) -> Result<Response> {
+        match self.serve(req).await {
+            Ok(response) => Ok(response),
+            Err(e) => plain(500, &e.to_string()),
+        }
+    }
+
+    /// The alarm: expiry and retries of owed releases.
+    pub async fn alarm(&self) -> Result<Response> {
+        self.stream()?
+            .alarm()
+            .await
+            .map_err(|e| worker::Error::RustError(e.to_string()))?;
+        Response::ok("")
+    }
+
+    async fn serve(&self, mut req: Request) -> Result<Response> {
+        let path = req.path();
+        let url = req.url()?;
+        let headers = super::header_map(req.headers());
+        let Some(body) = super::read_body(&mut req, MAX_APPEND_BYTES).await? else {
+            return to_response(DsResponse::new(413), Cors::Open);
+        };
+        let stream = self.stream()?;
+        if let Some(op) = path.strip_prefix(INTERNAL_PREFIX) {
+            return internal(&stream, op, &body).await;
+        }
+        let mut base = url.clone();
+        base.set_query(None);
+        let method = req.method().to_string();
+        let request = crate::durable_streams::http::Request {
+            method: &method,
+            url: base.as_str(),
+            query: url.query().unwrap_or_default(),
+            headers: &headers,
+            body: &body,
+        };
+        let outcome = stream
+            .handle(&request)
+            .await
+            .map_err(|e| worker::Error::RustError(e.to_string()))?;
+        match outcome {
+            Outcome::Reply(response) => to_response(response, Cors::Open),
+            Outcome::Sse(sse) => pump(stream, sse),
+        }
+    }
+}
+
+/// Pumps an event stream of `stream` as the body of its response.
+fn pump(stream: Rc<StreamOf>, sse: Box<Sse>) -> Result<Response> {
+    let headers = sse.headers.clone();
+    let events = futures_util::stream::unfold((stream, sse), |(stream, mut sse)| async move {
+        match stream.sse_next(&mut sse).await {
+            Ok(Some(events)) => Some((Ok(events.into_bytes()), (stream, sse))),
+            Ok(None) => None,
+            Err(e) => {
+                worker::console_error!("event stream read: {e}");
+                None
+            }
+        }
+    });
+    event_stream(&headers, events, Cors::Open)
+}
+
+async fn internal(stream: &StreamOf, op: &str, body: &[u8]) -> Result<Response> {
+    let failed = |e: StorageError| worker::Error::RustError(e.to_string());
+    match op {
+        "acquire" => {
+            let request: AcquireRequest = match serde_json::from_slice(body) {
+                Ok(request) => request,
+                Err(e) => return plain(400, &format!("bad acquire request: {e}")),
+            };
+            match stream.acquire(&request).await.map_err(failed)? {
+                Ok(point) => {
+                    let json = serde_json::to_vec(&point)
+                        .map_err(|e| worker::Error::RustError(e.to_string()))?;
+                    Ok(Response::from_bytes(json)?.with_status(200))
+                }
+                Err(response) => to_response(response, Cors::Open),
+            }
+        }
+        "release" => {
+            stream.release().await.map_err(failed)?;
+            Ok(Response::empty()?.with_status(204))
+        }
+        "read" => {
+            let request: ReadRequest = match serde_json::from_slice(body) {
+                Ok(request) => request,
+                Err(e) => return plain(400, &format!("bad read request: {e}")),
+            };
+            let budget = Budget {
+                rows: request.rows,
+                bytes: request.bytes,
+            };
+            let messages = stream
+                .read_for_fork(request.after, request.upto, budget)
+                .await
+                .map_err(failed)?;
+            Ok(Response::from_bytes(encode_messages(&messages))?.with_status(200))
+        }
+        _ => plain(404, "unknown internal operation"),
+    }
+}

@@ -1,0 +1,503 @@
+//! The WebSocket transport of the sync object: hibernatable sockets whose state lives in their
+//! attachment, live pulls that get every accepted push, and flow control on every frame a pull
+//! sends (see [`crate::livestore::outbox`]).
+//!
+//! The JS wrapper (`client-ts/src/sync-backend-do.ts`) counts each socket's Acks per request id
+//! in a `Map` on the socket (`ws.__acks`) without crossing into wasm; this module reads the counts
+//! when it needs room, and sets `ws.__wake` while frames wait so that the next Ack is handed over.
+//! The wrapper counts the Acks whose text is canonical ([`canonical_ack`]); any other Ack reaches
+//! here and is counted here.
+
+use crate::livestore::chunk::PullPage;
+use crate::livestore::options::HookContext;
+use crate::livestore::outbox::{Outbox, Overflow};
+use crate::livestore::service::{LiveMode, Reply};
+use crate::livestore::sync::Gone;
+use crate::livestore::wire::{PullRequest, RequestId, SyncError};
+use futures_channel::oneshot;
+use js_sys::JsString;
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use worker::{State, WebSocket};
+
+/// Close code for a reader that fell too far behind (RFC 6455 "try again later").
+const CLOSE_TOO_SLOW: u16 = 1013;
+
+/// How every `Chunk` frame starts (see `encode_chunk`).
+const CHUNK_TAG: &str = r#"{"_tag":"Chunk""#;
+
+/// Per-socket state, kept in the socket attachment so it survives hibernation.
+#[derive(Serialize, Deserialize)]
+pub(super) struct Attachment {
+    /// A random id of the connection, the key of the in-memory socket registry.
+    /// Absent in attachments written before it existed; such sockets get one on wake-up.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub conn: String,
+    #[serde(rename = "storeId")]
+    pub store_id: String,
+    /// The connection's sync payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Value>,
+    /// Ids of this socket's live pulls; every accepted push is sent to each.
+    #[serde(rename = "pullRequestIds", default)]
+    pub live: Vec<RequestId>,
+    /// The forwarded headers of the upgrade request.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Attachment {
+    /// What hooks learn about the connection.
+    pub fn context(&self) -> HookContext {
+        HookContext {
+            store_id: self.store_id.clone(),
+            payload: self.payload.clone(),
+            headers: self.headers.clone(),
+        }
+    }
+}
+
+/// Attachments are stored as JSON text, like the TypeScript server does, so their shape does
+/// not depend on how values cross into JS.
+pub(super) fn read_attachment(ws: &WebSocket) -> Option<Attachment> {
+    let text: String = ws.deserialize_attachment().ok().flatten()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn write_attachment(ws: &WebSocket, attachment: &Attachment) {
+    if let Ok(text) = serde_json::to_string(attachment) {
+        if let Err(e) = ws.serialize_attachment(text) {
+            worker::console_error!("saving a socket's state failed: {e}");
+        }
+    }
+}
+
+/// Sends a frame outside flow control (replies that are no chunk: Pong, Exit, Defect), ignoring
+/// sockets that are already closing.
+pub(super) fn send_text(ws: &WebSocket, frame: &str) {
+    let _ = ws.send_with_str(frame);
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// A WebSocket seen through what flow control needs of it.
+    type FrameSink;
+
+    /// `WebSocket.send` with a string already in JS, so a page sent to many sockets is
+    /// converted from UTF-8 once.
+    #[wasm_bindgen(method, catch, js_name = send)]
+    fn send_js(this: &FrameSink, frame: &JsString) -> Result<(), JsValue>;
+}
+
+fn frame_sink(ws: &WebSocket) -> &FrameSink {
+    let socket: &JsValue = ws.as_ref().as_ref();
+    socket.unchecked_ref::<FrameSink>()
+}
+
+/// A frame under flow control.
+enum Frame {
+    /// A frame of one request (a catch-up chunk).
+    Text(String),
+    /// A broadcast chunk: a request's prefix and the push's page, shared by every live pull.
+    Chunk {
+        prefix: JsString,
+        page: Rc<JsString>,
+    },
+}
+
+/// A frame waiting for room, and who waits for it to go.
+struct Pending {
+    frame: Frame,
+    sent: Option<oneshot::Sender<()>>,
+}
+
+struct Socket {
+    ws: WebSocket,
+    live: Vec<RequestId>,
+    outbox: Outbox<Pending>,
+}
+
+impl Socket {
+    /// Counts the Acks the JS wrapper saw, then sends what the window has room for. `Err` when
+    /// the socket is gone.
+    fn flush(&mut self) -> Result<(), ()> {
+        let acks = js_sys::Reflect::get(self.ws.as_ref(), &"__acks".into())
+            .ok()
+            .and_then(|acks| acks.dyn_into::<js_sys::Map>().ok());
+        if let Some(acks) = acks {
+            let counts: Vec<(String, u64)> = self
+                .outbox
+                .unacknowledged()
+                .filter_map(|id| {
+                    let count = acks.get(&JsValue::from_str(id)).as_f64()?;
+                    // Ack counts are small non-negative integers.
+                    Some((id.to_owned(), count as u64))
+                })
+                .collect();
+            for (id, count) in counts {
+                self.outbox.acked(&id, count);
+            }
+        }
+        while let Some(pending) = self.outbox.pop_ready() {
+            let sent = match &pending.frame {
+                Frame::Text(text) => self.ws.send_with_str(text).is_ok(),
+                Frame::Chunk { prefix, page } => {
+                    let frame = prefix.concat(page).concat(&JsValue::from_str("]}"));
+                    frame_sink(&self.ws).send_js(&frame).is_ok()
+                }
+            };
+            if !sent {
+                return Err(());
+            }
+            if let Some(sent) = pending.sent {
+                let _ = sent.send(());
+            }
+        }
+        let waiting = self.outbox.is_waiting();
+        let _ = js_sys::Reflect::set(self.ws.as_ref(), &"__wake".into(), &waiting.into());
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    /// Filled from the attachments on first use after a start or a wake-up.
+    loaded: bool,
+    by_conn: HashMap<String, Socket>,
+    /// Numbers the pushes' pages, which frames of one page share.
+    next_page: u64,
+}
+
+/// The object's sockets: their live pulls and their flow control, in memory. The attachments
+/// stay the source of truth for the live pulls: after a wake-up the registry starts empty and is
+/// rebuilt from them on first use.
+#[derive(Default)]
+pub(super) struct Sockets {
+    registry: RefCell<Registry>,
+}
+
+impl Sockets {
+    fn load(state: &State, registry: &mut Registry) {
+        if registry.loaded {
+            return;
+        }
+        for ws in state.get_websockets() {
+            let Some(mut attachment) = read_attachment(&ws) else {
+                continue;
+            };
+            if attachment.conn.is_empty() {
+                attachment.conn = new_conn_id();
+                write_attachment(&ws, &attachment);
+            }
+            registry.by_conn.insert(
+                attachment.conn,
+                Socket {
+                    ws,
+                    live: attachment.live,
+                    outbox: Outbox::default(),
+                },
+            );
+        }
+        registry.loaded = true;
+    }
+
+    /// Accepts a new socket of `store_id` (hibernatable), with its state.
+    pub fn accept(
+        &self,
+        state: &State,
+        ws: WebSocket,
+        store_id: &str,
+        payload: Option<serde_json::Value>,
+        headers: BTreeMap<String, String>,
+    ) {
+        state.accept_web_socket(&ws);
+        let attachment = Attachment {
+            conn: new_conn_id(),
+            store_id: store_id.to_owned(),
+            payload,
+            live: Vec::new(),
+            headers,
+        };
+        write_attachment(&ws, &attachment);
+        let mut registry = self.registry.borrow_mut();
+        if registry.loaded {
+            registry.by_conn.insert(
+                attachment.conn,
+                Socket {
+                    ws,
+                    live: Vec::new(),
+                    outbox: Outbox::default(),
+                },
+            );
+        }
+    }
+
+    /// The connection id and hook context of a socket, from its attachment.
+    pub fn connection(&self, state: &State, ws: &WebSocket) -> Option<(String, HookContext)> {
+        let attachment = read_attachment(ws)?;
+        let mut registry = self.registry.borrow_mut();
+        Sockets::load(state, &mut registry);
+        if attachment.conn.is_empty() || !registry.by_conn.contains_key(&attachment.conn) {
+            // An attachment from before connection ids, or a socket the registry lost: read
+            // the sockets again.
+            registry.loaded = false;
+            Sockets::load(state, &mut registry);
+            let conn = read_attachment(ws)?.conn;
+            return Some((conn, attachment.context()));
+        }
+        Some((attachment.conn.clone(), attachment.context()))
+    }
+
+    /// Sends a frame of request `id` under flow control; waits until it is sent. `Err` when the
+    /// socket is gone.
+    pub async fn send(
+        &self,
+        state: &State,
+        conn: &str,
+        id: &RequestId,
+        text: String,
+    ) -> Result<(), Gone> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut registry = self.registry.borrow_mut();
+            Sockets::load(state, &mut registry);
+            let Some(socket) = registry.by_conn.get_mut(conn) else {
+                return Err(Gone);
+            };
+            // The client Acks chunks only: anything else goes in order but takes no room.
+            let chunk = text.starts_with(CHUNK_TAG);
+            let size = text.len();
+            let pending = Pending {
+                frame: Frame::Text(text),
+                sent: Some(tx),
+            };
+            let queued = if chunk {
+                socket.outbox.enqueue(&id.to_json(), size, None, pending)
+            } else {
+                socket.outbox.enqueue_uncounted(pending);
+                Ok(())
+            };
+            if queued.is_err() || socket.flush().is_err() {
+                registry.by_conn.remove(conn);
+                return Err(Gone);
+            }
+        }
+        // Resolves at once when it went out; a dropped sender means the socket went away.
+        rx.await.map_err(|_| Gone)
+    }
+
+    /// An Ack came in (`text`, for request `id`): counts it unless the JS wrapper did, and sends
+    /// what now has room.
+    pub fn on_ack(&self, ws: &WebSocket, id: &RequestId, text: &str) {
+        if text != canonical_ack(id) {
+            count_ack(ws, id);
+        }
+        let Some(attachment) = read_attachment(ws) else {
+            return;
+        };
+        let mut registry = self.registry.borrow_mut();
+        if let Some(socket) = registry.by_conn.get_mut(&attachment.conn) {
+            if socket.flush().is_err() {
+                registry.by_conn.remove(&attachment.conn);
+            }
+        }
+    }
+
+    /// Registers live pull `id` of a socket.
+    pub fn subscribe(&self, conn: &str, ws: &WebSocket, id: &RequestId) {
+        if let Some(mut attachment) = read_attachment(ws) {
+            if !attachment.live.contains(id) {
+                attachment.live.push(id.clone());
+            }
+            write_attachment(ws, &attachment);
+        }
+        let mut registry = self.registry.borrow_mut();
+        if let Some(socket) = registry.by_conn.get_mut(conn) {
+            if !socket.live.contains(id) {
+                socket.live.push(id.clone());
+            }
+        }
+    }
+
+    /// The client interrupted request `id`: no more frames for it.
+    pub fn interrupt(&self, ws: &WebSocket, id: &RequestId) {
+        let Some(mut attachment) = read_attachment(ws) else {
+            return;
+        };
+        attachment.live.retain(|live| live != id);
+        write_attachment(ws, &attachment);
+        let mut registry = self.registry.borrow_mut();
+        if let Some(socket) = registry.by_conn.get_mut(&attachment.conn) {
+            socket.live.retain(|live| live != id);
+            // Dropped unsent: a waiting catch-up of this id sees its client gone.
+            drop(socket.outbox.forget(&id.to_json()));
+            if socket.flush().is_err() {
+                registry.by_conn.remove(&attachment.conn);
+            }
+        }
+    }
+
+    /// The socket closed or failed.
+    pub fn forget(&self, ws: &WebSocket) {
+        if let Some(attachment) = read_attachment(ws) {
+            self.registry.borrow_mut().by_conn.remove(&attachment.conn);
+        }
+    }
+
+    /// Sends the live pages of an accepted push to every live pull of every socket. Each page is
+    /// encoded once and handed to JS once, whatever the number of sockets and pull ids.
+    pub fn broadcast(&self, state: &State, pages: &[PullPage]) {
+        let mut registry = self.registry.borrow_mut();
+        Sockets::load(state, &mut registry);
+        if registry
+            .by_conn
+            .values()
+            .all(|socket| socket.live.is_empty())
+        {
+            return;
+        }
+        let shared: Vec<(u64, usize, Rc<JsString>)> = pages
+            .iter()
+            .map(|page| {
+                registry.next_page += 1;
+                (
+                    registry.next_page,
+                    page.json.len(),
+                    Rc::new(JsString::from(page.json.as_str())),
+                )
+            })
+            .collect();
+        // Frames of one request id share their prefix across sockets too.
+        let mut prefixes: HashMap<RequestId, JsString> = HashMap::new();
+        let mut gone = Vec::new();
+        for (conn, socket) in registry.by_conn.iter_mut() {
+            let mut overflow = false;
+            for id in &socket.live {
+                let prefix = prefixes
+                    .entry(id.clone())
+                    .or_insert_with(|| JsString::from(chunk_prefix(id)));
+                let id_json = id.to_json();
+                for (page_no, size, page) in &shared {
+                    let pending = Pending {
+                        frame: Frame::Chunk {
+                            prefix: prefix.clone(),
+                            page: page.clone(),
+                        },
+                        sent: None,
+                    };
+                    let size = size + prefix.length() as usize + 2;
+                    if let Err(Overflow) =
+                        socket
+                            .outbox
+                            .enqueue(&id_json, size, Some(*page_no), pending)
+                    {
+                        overflow = true;
+                    }
+                }
+            }
+            if overflow {
+                let _ = socket.ws.close(
+                    Some(CLOSE_TOO_SLOW),
+                    Some("the client fell too far behind; reconnect and pull from your cursor"),
+                );
+                gone.push(conn.clone());
+            } else if socket.flush().is_err() {
+                gone.push(conn.clone());
+            }
+        }
+        for conn in gone {
+            registry.by_conn.remove(&conn);
+        }
+    }
+}
+
+/// An Ack as clients write it, which the JS wrapper counts by itself (its pattern: a request id
+/// of digits, quoted or not).
+fn canonical_ack(id: &RequestId) -> String {
+    let digits = match id {
+        RequestId::Text(text) => !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()),
+        RequestId::Number(_) => true,
+    };
+    if digits {
+        format!(r#"{{"_tag":"Ack","requestId":{}}}"#, id.to_json())
+    } else {
+        String::new()
+    }
+}
+
+/// Counts an Ack in the socket's `__acks` map, as the JS wrapper does.
+fn count_ack(ws: &WebSocket, id: &RequestId) {
+    let socket: &JsValue = ws.as_ref();
+    let key = "__acks".into();
+    let acks = match js_sys::Reflect::get(socket, &key)
+        .ok()
+        .and_then(|acks| acks.dyn_into::<js_sys::Map>().ok())
+    {
+        Some(acks) => acks,
+        None => {
+            let acks = js_sys::Map::new();
+            let _ = js_sys::Reflect::set(socket, &key, &acks);
+            acks
+        }
+    };
+    let id = JsValue::from_str(&id.to_json());
+    let count = acks.get(&id).as_f64().unwrap_or(0.0) + 1.0;
+    acks.set(&id, &JsValue::from_f64(count));
+}
+
+/// `{"_tag":"Chunk","requestId":<id>,"values":[`: a chunk of one page is this, the page, `]}`.
+fn chunk_prefix(id: &RequestId) -> String {
+    format!(
+        r#"{{"_tag":"Chunk","requestId":{},"values":["#,
+        id.to_json()
+    )
+}
+
+/// A random connection id (see [`Attachment::conn`]).
+fn new_conn_id() -> String {
+    static FALLBACK: AtomicU64 = AtomicU64::new(0);
+    let mut random = [0u8; 12];
+    if getrandom::getrandom(&mut random).is_err() {
+        // Without crypto randomness: the clock and a counter, unique within the isolate.
+        let now = js_sys::Date::now().to_bits().to_le_bytes();
+        let count = FALLBACK.fetch_add(1, Ordering::Relaxed).to_le_bytes();
+        random[..8].copy_from_slice(&now);
+        random[8..].copy_from_slice(&count[..4]);
+    }
+    random.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The replies of one RPC on a socket.
+pub(super) struct WsReply<'a> {
+    pub state: &'a State,
+    pub sockets: &'a Sockets,
+    pub ws: &'a WebSocket,
+    pub conn: &'a str,
+    pub id: &'a RequestId,
+}
+
+impl Reply for WsReply<'_> {
+    async fn send(&mut self, message: String) -> Result<(), Gone> {
+        self.sockets
+            .send(self.state, self.conn, self.id, message)
+            .await
+    }
+
+    fn live_mode(&self, request: &PullRequest) -> LiveMode {
+        if request.live {
+            LiveMode::Stream
+        } else {
+            LiveMode::End
+        }
+    }
+
+    fn subscribe(&mut self, id: &RequestId, _request: &PullRequest) -> Result<(), SyncError> {
+        self.sockets.subscribe(self.conn, self.ws, id);
+        Ok(())
+    }
+}

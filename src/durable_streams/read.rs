@@ -1,0 +1,425 @@
+//! Reading a log as a Durable Stream (`GET`): catch-up, `offset=now`, long-poll and SSE, with
+//! ETags, cursors and cache headers. Generic over [`Readable`], so the same rules serve a stream
+//! and a LiveStore store's event log (its read-only view). Each response reads at most
+//! [`READ_BUDGET`]; live readers wait on the log's commit notification.
+
+use super::cursor::next_cursor;
+use super::headers::{is_json, needs_base64, normalize_content_type};
+use super::http::{Request, Response};
+use super::json::join_messages;
+use super::meta::offset_text;
+use super::platform::{Clock, Config, Platform};
+use super::sse::{base64_encode, control_event, data_event};
+use super::stream::{Outcome, State, Stream, StreamStore};
+use crate::stream::offset::{parse_offset, ReadFrom};
+use crate::stream::readers::Wake;
+use crate::stream::{Budget, Message, SeqNum, StorageError};
+use futures_util::future::{select, Either};
+
+/// What one response (or SSE event) reads at most.
+pub const READ_BUDGET: Budget = Budget {
+    rows: 8_192,
+    bytes: 1 << 20,
+};
+
+const CACHE_HISTORICAL: &str = "public, max-age=60, stale-while-revalidate=300";
+
+/// What a reader sees of a log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct View {
+    pub content_type: String,
+    pub tail: SeqNum,
+    pub closed: bool,
+    /// Tells incarnations of the log apart in ETags.
+    pub incarnation: String,
+}
+
+/// A log read as a Durable Stream.
+#[allow(async_fn_in_trait)]
+pub trait Readable {
+    /// The log as a reader sees it now, or the response for a missing or deleted one. `access`
+    /// counts it as read (a sliding TTL).
+    async fn view(&self, access: bool) -> Result<Result<View, Response>, StorageError>;
+    /// Messages `(after, upto]`, within `budget`.
+    async fn messages(
+        &self,
+        after: SeqNum,
+        upto: SeqNum,
+        budget: Budget,
+    ) -> Result<Vec<Message>, StorageError>;
+    /// Resolves at the log's next change.
+    fn changed(&self) -> Wake;
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+enum Live {
+    No,
+    LongPoll,
+    Sse,
+}
+
+struct ReadParams {
+    from: ReadFrom,
+    live: Live,
+    cursor: Option<String>,
+}
+
+fn read_params(query: &str) -> Result<ReadParams, Response> {
+    let mut offsets = Vec::new();
+    let mut live = None;
+    let mut cursor = None;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match key.as_ref() {
+            "offset" => offsets.push(value.into_owned()),
+            "live" => live = Some(value.into_owned()),
+            "cursor" => cursor = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    let from = match offsets.as_slice() {
+        [] => None,
+        [one] => Some(parse_offset(one).map_err(|e| Response::error(400, format!("offset: {e}")))?),
+        _ => return Err(Response::error(400, "offset given more than once")),
+    };
+    let live = match live.as_deref() {
+        None | Some("") | Some("false") => Live::No,
+        Some("long-poll") => Live::LongPoll,
+        Some("sse") => Live::Sse,
+        Some(other) => return Err(Response::error(400, format!("unknown live mode {other:?}"))),
+    };
+    if live != Live::No && from.is_none() {
+        return Err(Response::error(400, "live reads need an offset"));
+    }
+    Ok(ReadParams {
+        from: from.unwrap_or(ReadFrom::Start),
+        live,
+        cursor,
+    })
+}
+
+/// The body of `messages` for a log of `content_type`: a JSON array, or the bytes one after
+/// another.
+fn encode_body(content_type: &str, messages: &[Message]) -> Vec<u8> {
+    if is_json(&normalize_content_type(content_type)) {
+        join_messages(
+            messages
+                .iter()
+                .map(|m| std::str::from_utf8(&m.data).unwrap_or("null")),
+        )
+        .into_bytes()
+    } else {
+        messages
+            .iter()
+            .flat_map(|m| m.data.iter().copied())
+            .collect()
+    }
+}
+
+/// A 200 with the messages read from `from`.
+fn data_response(
+    view: &View,
+    messages: &[Message],
+    from: SeqNum,
+    cursor: Option<u64>,
+    req: &Request,
+) -> Response {
+    let next = messages.last().map_or(from, |m| m.seq);
+    let up_to_date = next >= view.tail;
+    let closed_eof = up_to_date && view.closed;
+    let etag = format!(
+        "\"{}:{}:{}{}\"",
+        view.incarnation,
+        offset_text(from),
+        offset_text(next),
+        if closed_eof { ":c" } else { "" }
+    );
+    let cache = if cursor.is_some() || (up_to_date && !view.closed) {
+        "no-cache"
+    } else {
+        CACHE_HISTORICAL
+    };
+    let mut response = Response::new(200)
+        .header("content-type", view.content_type.clone())
+        .header("stream-next-offset", offset_text(next))
+        .header("etag", etag.clone())
+        .header("cache-control", cache);
+    if up_to_date {
+        response = response.header("stream-up-to-date", "true");
+    }
+    if closed_eof {
+        response = response.header("stream-closed", "true");
+    }
+    if let Some(cursor) = cursor.filter(|_| !closed_eof) {
+        response = response.header("stream-cursor", cursor.to_string());
+    }
+    if req.header("if-none-match") == Some(etag.as_str()) {
+        response.status = 304;
+        return response;
+    }
+    response.with_body(encode_body(&view.content_type, messages))
+}
+
+/// What a read leads to.
+#[derive(Debug)]
+pub enum ReadOutcome {
+    Reply(Response),
+    /// An event stream: answer with its headers and pump it with [`sse_next`].
+    Sse(Box<Sse>),
+}
+
+/// Serves a `GET` of `log`: a response (a long-poll waits for it), or an event stream to pump.
+pub async fn read(
+    log: &impl Readable,
+    platform: &impl Clock,
+    config: &Config,
+    req: &Request<'_>,
+) -> Result<ReadOutcome, StorageError> {
+    let reply = |r: Response| Ok(ReadOutcome::Reply(r));
+    let params = match read_params(req.query) {
+        Ok(params) => params,
+        Err(response) => return reply(response),
+    };
+    let view = match log.view(true).await? {
+        Ok(view) => view,
+        Err(response) => return reply(response),
+    };
+    let from = match params.from {
+        ReadFrom::Start => SeqNum::ROOT,
+        ReadFrom::Now => view.tail,
+        ReadFrom::At(offset) => offset.0,
+    };
+    if from > view.tail {
+        return reply(Response::error(400, "offset beyond the tail"));
+    }
+    match params.live {
+        Live::Sse => {
+            let mut headers = vec![
+                ("content-type".to_owned(), "text/event-stream".to_owned()),
+                ("cache-control".to_owned(), "no-cache".to_owned()),
+            ];
+            if needs_base64(&normalize_content_type(&view.content_type)) {
+                headers.push(("stream-sse-data-encoding".to_owned(), "base64".to_owned()));
+            }
+            Ok(ReadOutcome::Sse(Box::new(Sse {
+                from,
+                cursor: params.cursor,
+                idle_control: true,
+                started_ms: platform.now_ms(),
+                finished: false,
+                headers,
+            })))
+        }
+        Live::No if params.from == ReadFrom::Now => {
+            let body = if is_json(&normalize_content_type(&view.content_type)) {
+                b"[]".to_vec()
+            } else {
+                Vec::new()
+            };
+            let mut response = Response::new(200)
+                .header("content-type", view.content_type.clone())
+                .header("stream-next-offset", offset_text(view.tail))
+                .header("stream-up-to-date", "true")
+                .header("cache-control", "no-store")
+                .with_body(body);
+            if view.closed {
+                response = response.header("stream-closed", "true");
+            }
+            reply(response)
+        }
+        Live::No => {
+            let messages = log.messages(from, view.tail, READ_BUDGET).await?;
+            reply(data_response(&view, &messages, from, None, req))
+        }
+        Live::LongPoll => long_poll(log, platform, config, req, from, params.cursor.as_deref())
+            .await
+            .map(ReadOutcome::Reply),
+    }
+}
+
+/// A long-poll from `from`: the data that is there or comes within the timeout, else `204`.
+async fn long_poll(
+    log: &impl Readable,
+    platform: &impl Clock,
+    config: &Config,
+    req: &Request<'_>,
+    from: SeqNum,
+    client_cursor: Option<&str>,
+) -> Result<Response, StorageError> {
+    let deadline = platform.now_ms().saturating_add(config.long_poll_ms);
+    loop {
+        // Waiting starts before the read, so a commit between the two is not missed.
+        let changed = log.changed();
+        let view = match log.view(false).await? {
+            Ok(view) => view,
+            Err(response) => return Ok(response),
+        };
+        let now = platform.now_ms();
+        let cursor = next_cursor(now, client_cursor);
+        let messages = log.messages(from, view.tail, READ_BUDGET).await?;
+        if !messages.is_empty() {
+            return Ok(data_response(&view, &messages, from, Some(cursor), req));
+        }
+        let remaining = deadline.saturating_sub(now);
+        if view.closed || remaining == 0 {
+            let mut response = Response::new(204)
+                .header("stream-next-offset", offset_text(from))
+                .header("stream-up-to-date", "true")
+                .header("cache-control", "no-store");
+            response = if view.closed {
+                response.header("stream-closed", "true")
+            } else {
+                response.header("stream-cursor", cursor.to_string())
+            };
+            return Ok(response);
+        }
+        let timer = platform.sleep(remaining);
+        futures_util::pin_mut!(timer);
+        let _ = select(changed, timer).await;
+    }
+}
+
+/// An event stream between two events.
+#[derive(Debug)]
+pub struct Sse {
+    from: SeqNum,
+    cursor: Option<String>,
+    /// A control event is due even without data (the first round, keep-alives).
+    idle_control: bool,
+    started_ms: u64,
+    finished: bool,
+    /// The response headers.
+    pub headers: Vec<(String, String)>,
+}
+
+/// The next events of an event stream (data and its control event together, or a keep-alive
+/// control event), waiting for the log to change when the reader is at the tail; `None` when the
+/// event stream ends (closed and caught up, gone, or recycled: clients reconnect from their
+/// offset).
+pub async fn sse_next(
+    log: &impl Readable,
+    platform: &impl Clock,
+    config: &Config,
+    sse: &mut Sse,
+) -> Result<Option<String>, StorageError> {
+    if sse.finished {
+        return Ok(None);
+    }
+    loop {
+        let changed = log.changed();
+        let view = match log.view(false).await? {
+            Ok(view) => view,
+            Err(_) => return Ok(None),
+        };
+        let messages = log.messages(sse.from, view.tail, READ_BUDGET).await?;
+        let next = messages.last().map_or(sse.from, |m| m.seq);
+        let at_tail = next >= view.tail;
+        let done = at_tail && view.closed;
+        let mut text = String::new();
+        if !messages.is_empty() {
+            let content_type = normalize_content_type(&view.content_type);
+            let body = encode_body(&view.content_type, &messages);
+            let payload = if needs_base64(&content_type) {
+                base64_encode(&body)
+            } else {
+                String::from_utf8_lossy(&body).into_owned()
+            };
+            text.push_str(&data_event(&payload));
+        }
+        let now = platform.now_ms();
+        if !messages.is_empty() || sse.idle_control || done {
+            let mut control = serde_json::Map::new();
+            control.insert("streamNextOffset".into(), offset_text(next).into());
+            if done {
+                control.insert("streamClosed".into(), true.into());
+            } else {
+                control.insert(
+                    "streamCursor".into(),
+                    next_cursor(now, sse.cursor.as_deref()).to_string().into(),
+                );
+            }
+            if at_tail {
+                control.insert("upToDate".into(), true.into());
+            }
+            text.push_str(&control_event(
+                &serde_json::Value::Object(control).to_string(),
+            ));
+        }
+        sse.idle_control = false;
+        sse.from = next;
+        let elapsed = now.saturating_sub(sse.started_ms);
+        if done || elapsed >= config.sse_recycle_ms {
+            sse.finished = true;
+        }
+        if !text.is_empty() {
+            return Ok(Some(text));
+        }
+        if sse.finished {
+            return Ok(None);
+        }
+        if at_tail {
+            let wait = config
+                .long_poll_ms
+                .min(config.sse_recycle_ms.saturating_sub(elapsed))
+                .max(1);
+            let timer = platform.sleep(wait);
+            futures_util::pin_mut!(timer);
+            if let Either::Right(_) = select(changed, timer).await {
+                // Quiet for a while: a keep-alive control event.
+                sse.idle_control = true;
+            }
+        }
+    }
+}
+
+impl<S: StreamStore, P: Platform> Readable for Stream<S, P> {
+    async fn view(&self, access: bool) -> Result<Result<View, Response>, StorageError> {
+        let stream = match self.current().await? {
+            State::Missing => return Ok(Err(super::http::not_found())),
+            State::Gone => return Ok(Err(super::http::gone())),
+            State::Live(stream) => *stream,
+        };
+        let tail = if access && stream.ttl_seconds.is_some() {
+            let mut writer = self.log.writer().await?;
+            self.touch(&mut writer, &stream).await?;
+            writer.tail()
+        } else {
+            self.log.tail().await?
+        };
+        Ok(Ok(View {
+            content_type: stream.content_type.clone(),
+            tail,
+            closed: stream.closed,
+            incarnation: stream.created_ms.to_string(),
+        }))
+    }
+
+    async fn messages(
+        &self,
+        after: SeqNum,
+        upto: SeqNum,
+        budget: Budget,
+    ) -> Result<Vec<Message>, StorageError> {
+        let Some(stream) = self.log.state().await?.header.and_then(|meta| meta.stream) else {
+            return Ok(Vec::new());
+        };
+        self.read_messages(&stream, after, upto, budget).await
+    }
+
+    fn changed(&self) -> Wake {
+        self.log.wait()
+    }
+}
+
+impl<S: StreamStore, P: Platform> Stream<S, P> {
+    pub(super) async fn read_request(&self, req: &Request<'_>) -> Result<Outcome, StorageError> {
+        Ok(match read(self, &self.platform, &self.config, req).await? {
+            ReadOutcome::Reply(response) => Outcome::Reply(response),
+            ReadOutcome::Sse(sse) => Outcome::Sse(sse),
+        })
+    }
+
+    /// The next events of an event stream of this stream (see [`sse_next`]).
+    pub async fn sse_next(&self, sse: &mut Sse) -> Result<Option<String>, StorageError> {
+        sse_next(self, &self.platform, &self.config, sse).await
+    }
+}

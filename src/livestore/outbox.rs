@@ -1,0 +1,281 @@
+//! Flow control of one WebSocket: which frame may go now.
+//!
+//! A WebSocket `send` in Workers has no back-pressure: what is sent faster than the client reads
+//! piles up in the runtime's memory. LiveStore's client acknowledges every `Chunk` it gets (an
+//! `Ack` with the chunk's request id), so a socket keeps at most [`WINDOW_BYTES`] of chunks in
+//! flight and queues the rest until Acks come back. A catch-up waits for room before it reads the
+//! next page; a broadcast queues its frames, which share one encoding of each push's page, and a
+//! reader that falls too far behind ([`MAX_QUEUED_PAGE_BYTES`] of pages it has not taken) is
+//! dropped (it reconnects and catches up from its cursor).
+
+use std::collections::{HashMap, VecDeque};
+
+/// Bytes of unacknowledged chunks a socket may have in flight (always at least one chunk).
+pub const WINDOW_BYTES: usize = 4 << 20;
+/// Bytes of distinct broadcast pages a socket may have waiting before it is dropped.
+pub const MAX_QUEUED_PAGE_BYTES: usize = 16 << 20;
+
+/// A frame waiting for room.
+struct Queued<T> {
+    id: String,
+    size: usize,
+    page: Option<u64>,
+    /// Whether the client Acks it (a chunk); other frames (an `Exit`) go in order, uncounted.
+    counted: bool,
+    item: T,
+}
+
+/// The socket fell too far behind: drop it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Overflow;
+
+/// One socket's frames in flight and waiting. `T` is what the edge needs to send a frame.
+pub struct Outbox<T> {
+    /// Sizes of the unacknowledged chunks of each request id (by its JSON), oldest first.
+    in_flight: HashMap<String, VecDeque<usize>>,
+    in_flight_bytes: usize,
+    /// How many Acks of each id were counted so far.
+    acked: HashMap<String, u64>,
+    queue: VecDeque<Queued<T>>,
+    /// The broadcast pages the queue refers to: how many frames and their size.
+    pages: HashMap<u64, (usize, usize)>,
+    page_bytes: usize,
+}
+
+impl<T> Default for Outbox<T> {
+    fn default() -> Self {
+        Outbox {
+            in_flight: HashMap::new(),
+            in_flight_bytes: 0,
+            acked: HashMap::new(),
+            queue: VecDeque::new(),
+            pages: HashMap::new(),
+            page_bytes: 0,
+        }
+    }
+}
+
+impl<T> Outbox<T> {
+    /// Records that the client has acknowledged `total` chunks of request `id` so far (a count
+    /// that only grows): frees their room.
+    pub fn acked(&mut self, id: &str, total: u64) {
+        let seen = self.acked.entry(id.to_owned()).or_insert(0);
+        let fresh = total.saturating_sub(*seen);
+        *seen = (*seen).max(total);
+        let Some(sizes) = self.in_flight.get_mut(id) else {
+            return;
+        };
+        for _ in 0..fresh {
+            match sizes.pop_front() {
+                Some(size) => self.in_flight_bytes -= size,
+                None => break,
+            }
+        }
+        if sizes.is_empty() {
+            self.in_flight.remove(id);
+        }
+    }
+
+    /// The ids with chunks in flight, whose Acks are worth counting.
+    pub fn unacknowledged(&self) -> impl Iterator<Item = &str> {
+        self.in_flight.keys().map(String::as_str)
+    }
+
+    /// Queues a frame of `size` bytes for request `id`; `page` names the broadcast page it
+    /// carries (frames of one page share it). `Err` when the socket has fallen too far behind.
+    pub fn enqueue(
+        &mut self,
+        id: &str,
+        size: usize,
+        page: Option<u64>,
+        item: T,
+    ) -> Result<(), Overflow> {
+        if let Some(page) = page {
+            let (frames, _) = self.pages.entry(page).or_insert_with(|| {
+                self.page_bytes += size;
+                (0, size)
+            });
+            *frames += 1;
+            if self.page_bytes > MAX_QUEUED_PAGE_BYTES {
+                return Err(Overflow);
+            }
+        }
+        self.queue.push_back(Queued {
+            id: id.to_owned(),
+            size,
+            page,
+            counted: true,
+            item,
+        });
+        Ok(())
+    }
+
+    /// Queues a frame the client does not Ack (an `Exit`, a failure): it goes after what waits
+    /// before it, and takes no room.
+    pub fn enqueue_uncounted(&mut self, item: T) {
+        self.queue.push_back(Queued {
+            id: String::new(),
+            size: 0,
+            page: None,
+            counted: false,
+            item,
+        });
+    }
+
+    /// The next frame that may go now (it counts as in flight from then on), if any.
+    pub fn pop_ready(&mut self) -> Option<T> {
+        let front = self.queue.front()?;
+        if front.counted
+            && self.in_flight_bytes > 0
+            && self.in_flight_bytes + front.size > WINDOW_BYTES
+        {
+            return None;
+        }
+        let queued = self.queue.pop_front()?;
+        self.release_page(queued.page);
+        if !queued.counted {
+            return Some(queued.item);
+        }
+        self.in_flight_bytes += queued.size;
+        self.in_flight
+            .entry(queued.id)
+            .or_default()
+            .push_back(queued.size);
+        Some(queued.item)
+    }
+
+    fn release_page(&mut self, page: Option<u64>) {
+        let Some(page) = page else { return };
+        if let Some((frames, size)) = self.pages.get_mut(&page) {
+            *frames -= 1;
+            if *frames == 0 {
+                self.page_bytes -= *size;
+                self.pages.remove(&page);
+            }
+        }
+    }
+
+    /// Whether frames wait for room (then Acks are worth hearing about at once).
+    pub fn is_waiting(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Forgets request `id` (the client interrupted it: it will not Ack what it still gets):
+    /// its room is freed and its waiting frames are returned, unsent.
+    pub fn forget(&mut self, id: &str) -> Vec<T> {
+        if let Some(sizes) = self.in_flight.remove(id) {
+            self.in_flight_bytes -= sizes.iter().sum::<usize>();
+        }
+        let (dropped, kept): (VecDeque<_>, VecDeque<_>) =
+            self.queue.drain(..).partition(|q| q.id == id);
+        self.queue = kept;
+        dropped
+            .into_iter()
+            .map(|queued| {
+                self.release_page(queued.page);
+                queued.item
+            })
+            .collect()
+    }
+
+    /// Bytes in flight (for tests and metrics).
+    pub fn in_flight_bytes(&self) -> usize {
+        self.in_flight_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MB: usize = 1 << 20;
+
+    fn drain(outbox: &mut Outbox<u32>) -> Vec<u32> {
+        std::iter::from_fn(|| outbox.pop_ready()).collect()
+    }
+
+    #[test]
+    fn chunks_go_while_the_window_has_room_and_acks_free_it() {
+        let mut outbox: Outbox<u32> = Outbox::default();
+        for n in 0..6 {
+            outbox.enqueue("\"1\"", MB, None, n).unwrap();
+        }
+        assert_eq!(drain(&mut outbox), [0, 1, 2, 3], "4 MB in flight");
+        assert!(outbox.is_waiting());
+        outbox.acked("\"1\"", 1);
+        assert_eq!(drain(&mut outbox), [4]);
+        outbox.acked("\"1\"", 1);
+        assert_eq!(drain(&mut outbox), Vec::<u32>::new(), "an Ack counts once");
+        outbox.acked("\"1\"", 3);
+        assert_eq!(drain(&mut outbox), [5]);
+        assert!(!outbox.is_waiting());
+        outbox.acked("\"1\"", 6);
+        assert_eq!(outbox.in_flight_bytes(), 0);
+        assert_eq!(outbox.unacknowledged().count(), 0);
+    }
+
+    #[test]
+    fn uncounted_frames_go_in_order_and_take_no_room() {
+        let mut outbox: Outbox<u32> = Outbox::default();
+        for n in 0..5 {
+            outbox.enqueue("1", MB, None, n).unwrap();
+        }
+        outbox.enqueue_uncounted(99);
+        assert_eq!(drain(&mut outbox), [0, 1, 2, 3]);
+        outbox.acked("1", 1);
+        assert_eq!(drain(&mut outbox), [4, 99], "the Exit after the last chunk");
+        outbox.acked("1", 5);
+        assert_eq!(outbox.in_flight_bytes(), 0);
+    }
+
+    #[test]
+    fn a_chunk_larger_than_the_window_goes_alone() {
+        let mut outbox: Outbox<u32> = Outbox::default();
+        outbox.enqueue("1", 9 * MB, None, 1).unwrap();
+        outbox.enqueue("1", 1, None, 2).unwrap();
+        assert_eq!(drain(&mut outbox), [1]);
+        outbox.acked("1", 1);
+        assert_eq!(drain(&mut outbox), [2]);
+    }
+
+    #[test]
+    fn acks_count_per_request_id() {
+        let mut outbox: Outbox<u32> = Outbox::default();
+        outbox.enqueue("1", 3 * MB, None, 1).unwrap();
+        outbox.enqueue("2", MB, None, 2).unwrap();
+        outbox.enqueue("2", MB, None, 3).unwrap();
+        assert_eq!(drain(&mut outbox), [1, 2]);
+        outbox.acked("2", 1);
+        assert_eq!(drain(&mut outbox), [3]);
+        outbox.acked("1", 1);
+        assert_eq!(outbox.in_flight_bytes(), MB);
+    }
+
+    #[test]
+    fn frames_of_one_page_count_it_once_and_a_reader_too_far_behind_overflows() {
+        let mut outbox: Outbox<u32> = Outbox::default();
+        // 200 live pulls of one socket get one 900 kB page: one page's worth waiting
+        for n in 0..200 {
+            outbox.enqueue(&n.to_string(), 900_000, Some(7), n).unwrap();
+        }
+        assert_eq!(drain(&mut outbox).len(), 4);
+        // a socket that stops reading: distinct pages pile up until it overflows
+        let mut page = 8;
+        while outbox.enqueue("0", 900_000, Some(page), 0).is_ok() {
+            page += 1;
+        }
+        assert_eq!(page, 8 + (MAX_QUEUED_PAGE_BYTES / 900_000) as u64 - 1);
+    }
+
+    #[test]
+    fn forgetting_an_interrupted_request_frees_its_room_and_drops_its_frames() {
+        let mut outbox: Outbox<u32> = Outbox::default();
+        outbox.enqueue("1", 3 * MB, None, 1).unwrap();
+        outbox.enqueue("1", 3 * MB, Some(1), 2).unwrap();
+        outbox.enqueue("2", 3 * MB, Some(1), 3).unwrap();
+        assert_eq!(drain(&mut outbox), [1]);
+        assert_eq!(outbox.forget("1"), [2]);
+        assert_eq!(drain(&mut outbox), [3]);
+        assert_eq!(outbox.in_flight_bytes(), 3 * MB);
+    }
+}
