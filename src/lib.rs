@@ -1,18 +1,22 @@
 //! A LiveStore-compatible sync backend for Cloudflare Workers.
 //!
 //! Layers, top to bottom:
-//! - [`livestore`]: the `@livestore/sync-cf` wire protocol (Effect RPC frames, push/pull rules,
-//!   routing by query parameters).
-//! - [`stream`]: the durable stream core, an append-only log with an expected-head append,
-//!   ranged reads and recovery of its head from storage.
-//! - [`durable_streams`]: the Durable Streams HTTP protocol's rules (headers, JSON mode,
-//!   cursors) over the same core.
-//! - [`storage`]: SQL shared by the storage engines; the engines themselves (D1, DO SQLite)
-//!   live in the wasm-only edge.
+//! - [`livestore`]: the `@livestore/sync-cf` 0.4.0 protocol (routing by query parameters,
+//!   Effect RPC frames), its push/pull rules over the stream core ([`livestore::sync`]), the
+//!   hook orchestration of the sync object ([`livestore::service`]), WebSocket flow control
+//!   ([`livestore::outbox`]) and every store's log read as a Durable Stream
+//!   ([`livestore::stream_view`]).
+//! - [`durable_streams`]: the Durable Streams HTTP protocol over the same core, one module per
+//!   operation (create, fork, append, read).
+//! - [`stream`]: the durable stream core, the one log engine under both: a log in an async
+//!   [`stream::LogStore`], preconditions per append, reads within a byte budget, the writer
+//!   lock and one live-reader notification.
+//! - [`storage`]: the stores of logs: SQL shared by the engines; the engines themselves (D1,
+//!   DO SQLite, a stream object's SQLite) need the wasm runtime.
 //!
 //! - `cf` (wasm only): the Cloudflare edge and the Rust API for writing a sync Worker
 //!   ([`cf::SyncWorker`], [`cf::SyncBackendObject`], configured with
-//!   [`livestore::options`]).
+//!   [`livestore::options`]); thin adapters that hand requests to the layers above.
 //!
 //! Everything outside `cf` and the D1/DO-SQLite engines is plain Rust, tested natively with
 //! `cargo test`. The feature `default-worker` (on by default) builds the Worker this

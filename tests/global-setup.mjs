@@ -20,7 +20,7 @@ const startBroker = async () => {
           started = startWorker(spec)
           workers.set(spec.name, started)
         }
-        const { d1, doSql, logOffset, logSince, start, stop, restart, kill, pid, isRunning, ...descriptor } = await started
+        const { d1, doSql, logOffset, logSince, start, stop, restart, kill, processes, isRunning, ...descriptor } = await started
         res.writeHead(200, { 'content-type': 'application/json' })
         res.end(JSON.stringify(descriptor))
       } catch (error) {

@@ -10,13 +10,26 @@ const STORAGE_DEPENDENT = [
   'sync/restart.test.mjs',
   'sync/bad-input.test.mjs',
   'sync/auth.test.mjs',
+  'sync/store-stream.test.mjs',
   'crash/*.test.mjs',
   'load/*.test.mjs',
 ]
 
-const project = (storage, include) => ({
+// Memory bounds (memory/): read from the RSS of a Worker's workerd, so each file runs alone, after the
+// rest (one group each): no other test's load in the readings, and no other `wrangler dev` starting or
+// stopping meanwhile (each one re-announces the dev registry, which drops the connections that bind
+// the DO-RPC client Worker of memory/pull.test.mjs to its sync Worker).
+const MEMORY = [
+  ['memory-d1', 'd1', 'memory/pull.test.mjs'],
+  ['memory-do-sqlite', 'do-sqlite', 'memory/pull.test.mjs'],
+  ['memory-fork', 'd1', 'memory/fork.test.mjs'],
+]
+
+const EXCLUDE = ['**/node_modules/**', 'conformance/**']
+
+const project = (name, storage, include, { groupOrder = 0, exclude = EXCLUDE } = {}) => ({
   extends: true,
-  test: { name: storage, include, env: { E2E_STORAGE: storage } },
+  test: { name, include, exclude, env: { E2E_STORAGE: storage }, sequence: { groupOrder } },
 })
 
 export default defineConfig({
@@ -34,7 +47,11 @@ export default defineConfig({
     fileParallelism: true,
     maxWorkers: 3,
     minWorkers: 1,
-    exclude: ['**/node_modules/**', 'conformance/**'],
-    projects: [project('d1', ['**/*.test.mjs']), project('do-sqlite', STORAGE_DEPENDENT)],
+    exclude: EXCLUDE,
+    projects: [
+      project('d1', 'd1', ['**/*.test.mjs'], { exclude: [...EXCLUDE, 'memory/**'] }),
+      project('do-sqlite', 'do-sqlite', STORAGE_DEPENDENT),
+      ...MEMORY.map(([name, storage, file], i) => project(name, storage, [file], { groupOrder: 1 + i })),
+    ],
   },
 })

@@ -34,17 +34,21 @@ impl Clock for RealClock {
 /// Serves a read of the store's stream in its sync object.
 pub(super) async fn serve(
     inner: &Rc<Inner>,
-    req: Request,
+    mut req: Request,
     view: std::result::Result<ViewRequest, String>,
 ) -> Result<Response> {
+    let method = req.method();
+    if !matches!(method, Method::Get | Method::Head) {
+        // The Worker refuses writes itself; one that reaches the object another way is refused
+        // too, after its body is read (an object that answers before reading a forwarded body
+        // makes the runtime fail the request).
+        super::read_body(&mut req, 0).await?;
+        return to_response(write_refused(), Cors::ByWorker);
+    }
     let view = match view {
         Ok(view) => view,
         Err(message) => return to_response(DsResponse::error(400, message), Cors::ByWorker),
     };
-    let method = req.method();
-    if !matches!(method, Method::Get | Method::Head) {
-        return to_response(write_refused(), Cors::ByWorker);
-    }
     let backend = match inner.backend(&view.store_id) {
         Ok(backend) => backend,
         Err(e) => return to_response(DsResponse::error(500, format!("{e:?}")), Cors::ByWorker),

@@ -3,11 +3,13 @@
 //! Stream (`/v1/livestore/<storeId>`, gated the same way).
 
 use super::header_map;
+use super::stream_object::{to_response, Cors};
 use crate::livestore::cors::{preflight_headers, ALLOW_ORIGIN};
 use crate::livestore::options::{PayloadContext, WorkerOptions};
 use crate::livestore::query::{parse_sync_query, SyncParams};
 use crate::livestore::route::{route, upgrade_rejection, Route, INFO_TEXT};
-use crate::livestore::stream_view::{parse_view_request, VIEW_PREFIX};
+use crate::livestore::store_id::StoreId;
+use crate::livestore::stream_view::{parse_view_request, write_refused, VIEW_PREFIX};
 use worker::{Env, Headers, Method, Request, Response, Result};
 
 /// Where the JSON Schema of a typed payload is served (`GET`), when one is configured.
@@ -90,8 +92,19 @@ impl SyncWorker {
 
     /// A read of a store's log as a Durable Stream: the same gate as sync (`validate_payload`
     /// with the `payload` query parameter), then the store's Durable Object.
-    async fn forward_view(&self, req: Request, env: &Env) -> Result<Response> {
+    async fn forward_view(&self, mut req: Request, env: &Env) -> Result<Response> {
         let url = req.url()?;
+        if !matches!(req.method(), Method::Get | Method::Head | Method::Options) {
+            // Refused here, without waking the store's object; the body is read to its end
+            // first (and dropped) so that the answer never races the upload.
+            super::read_body(&mut req, 0).await?;
+            let cors = if self.options.enable_cors {
+                Cors::Open
+            } else {
+                Cors::ByWorker
+            };
+            return to_response(write_refused(), cors);
+        }
         if self.options.enable_cors && req.method() == Method::Options {
             let requested = req.headers().get("Access-Control-Request-Headers")?;
             let headers = Headers::new();
@@ -106,28 +119,9 @@ impl SyncWorker {
             Some(Err(message)) => return refuse(400, format!("Invalid store stream: {message}")),
             None => return refuse(404, "not found".into()),
         };
-        let context = PayloadContext {
-            store_id: view.store_id.as_str().to_owned(),
-            headers: header_map(req.headers()),
-        };
-        if let Err(message) = self
-            .options
-            .check_payload(view.payload.as_ref(), context)
-            .await
-        {
-            return refuse(400, format!("Invalid payload: {message}"));
-        }
-        let Ok(namespace) = env.durable_object(&self.options.binding) else {
-            return refuse(
-                424,
-                format!(
-                    "Durable Object binding {} is not configured",
-                    self.options.binding
-                ),
-            );
-        };
-        let stub = namespace.id_from_name(view.store_id.as_str())?.get_stub()?;
-        let response = stub.fetch_with_request(req).await?;
+        let response = self
+            .gate_and_forward(req, env, &view.store_id, view.payload.as_ref())
+            .await?;
         if !self.options.enable_cors {
             return Ok(response);
         }
@@ -147,15 +141,24 @@ impl SyncWorker {
         {
             return refuse(status, message);
         }
+        self.gate_and_forward(req, env, &params.store_id, params.payload.as_ref())
+            .await
+    }
+
+    /// The sync gate (`validate_payload` with the client's payload), then the store's Durable
+    /// Object, for sync requests and store streams alike.
+    async fn gate_and_forward(
+        &self,
+        req: Request,
+        env: &Env,
+        store_id: &StoreId,
+        payload: Option<&serde_json::Value>,
+    ) -> Result<Response> {
         let context = PayloadContext {
-            store_id: params.store_id.as_str().to_owned(),
+            store_id: store_id.as_str().to_owned(),
             headers: header_map(req.headers()),
         };
-        if let Err(message) = self
-            .options
-            .check_payload(params.payload.as_ref(), context)
-            .await
-        {
+        if let Err(message) = self.options.check_payload(payload, context).await {
             return refuse(400, format!("Invalid payload: {message}"));
         }
         let Ok(namespace) = env.durable_object(&self.options.binding) else {
@@ -167,9 +170,7 @@ impl SyncWorker {
                 ),
             );
         };
-        let stub = namespace
-            .id_from_name(params.store_id.as_str())?
-            .get_stub()?;
+        let stub = namespace.id_from_name(store_id.as_str())?.get_stub()?;
         stub.fetch_with_request(req).await
     }
 

@@ -103,7 +103,10 @@ fn frame_sink(ws: &WebSocket) -> &FrameSink {
 enum Frame {
     /// A frame of one request (a catch-up chunk).
     Text(String),
-    /// A broadcast chunk: a request's prefix and the push's page, shared by every live pull.
+    /// A broadcast chunk: the request's prefix, and the push's page with the chunk's closing
+    /// `]}` (in JS once, shared by every live pull of every socket). They are joined at sending
+    /// time, for that send only: a joined string kept for several sockets would hold a flat copy
+    /// of the page per request id once the runtime has sent it.
     Chunk {
         prefix: JsString,
         page: Rc<JsString>,
@@ -120,15 +123,32 @@ struct Socket {
     ws: WebSocket,
     live: Vec<RequestId>,
     outbox: Outbox<Pending>,
+    /// What `ws.__wake` was last set to.
+    wake: bool,
 }
 
 impl Socket {
-    /// Counts the Acks the JS wrapper saw, then sends what the window has room for. `Err` when
-    /// the socket is gone.
+    fn new(ws: WebSocket, live: Vec<RequestId>) -> Self {
+        Socket {
+            ws,
+            live,
+            outbox: Outbox::default(),
+            wake: false,
+        }
+    }
+}
+
+impl Socket {
+    /// Counts the Acks the JS wrapper saw (when the outbox wants them), then sends what the
+    /// window has room for. `Err` when the socket is gone.
     fn flush(&mut self) -> Result<(), ()> {
-        let acks = js_sys::Reflect::get(self.ws.as_ref(), &"__acks".into())
-            .ok()
-            .and_then(|acks| acks.dyn_into::<js_sys::Map>().ok());
+        let acks = if self.outbox.wants_acks() {
+            js_sys::Reflect::get(self.ws.as_ref(), &"__acks".into())
+                .ok()
+                .and_then(|acks| acks.dyn_into::<js_sys::Map>().ok())
+        } else {
+            None
+        };
         if let Some(acks) = acks {
             let counts: Vec<(String, u64)> = self
                 .outbox
@@ -147,8 +167,7 @@ impl Socket {
             let sent = match &pending.frame {
                 Frame::Text(text) => self.ws.send_with_str(text).is_ok(),
                 Frame::Chunk { prefix, page } => {
-                    let frame = prefix.concat(page).concat(&JsValue::from_str("]}"));
-                    frame_sink(&self.ws).send_js(&frame).is_ok()
+                    frame_sink(&self.ws).send_js(&prefix.concat(page)).is_ok()
                 }
             };
             if !sent {
@@ -159,7 +178,10 @@ impl Socket {
             }
         }
         let waiting = self.outbox.is_waiting();
-        let _ = js_sys::Reflect::set(self.ws.as_ref(), &"__wake".into(), &waiting.into());
+        if waiting != self.wake {
+            self.wake = waiting;
+            let _ = js_sys::Reflect::set(self.ws.as_ref(), &"__wake".into(), &waiting.into());
+        }
         Ok(())
     }
 }
@@ -194,14 +216,9 @@ impl Sockets {
                 attachment.conn = new_conn_id();
                 write_attachment(&ws, &attachment);
             }
-            registry.by_conn.insert(
-                attachment.conn,
-                Socket {
-                    ws,
-                    live: attachment.live,
-                    outbox: Outbox::default(),
-                },
-            );
+            registry
+                .by_conn
+                .insert(attachment.conn, Socket::new(ws, attachment.live));
         }
         registry.loaded = true;
     }
@@ -226,14 +243,9 @@ impl Sockets {
         write_attachment(&ws, &attachment);
         let mut registry = self.registry.borrow_mut();
         if registry.loaded {
-            registry.by_conn.insert(
-                attachment.conn,
-                Socket {
-                    ws,
-                    live: Vec::new(),
-                    outbox: Outbox::default(),
-                },
-            );
+            registry
+                .by_conn
+                .insert(attachment.conn, Socket::new(ws, Vec::new()));
         }
     }
 
@@ -365,23 +377,28 @@ impl Sockets {
             .iter()
             .map(|page| {
                 registry.next_page += 1;
+                let tail = format!("{}]}}", page.json);
                 (
                     registry.next_page,
-                    page.json.len(),
-                    Rc::new(JsString::from(page.json.as_str())),
+                    tail.len(),
+                    Rc::new(JsString::from(tail.as_str())),
                 )
             })
             .collect();
         // Frames of one request id share their prefix across sockets too.
-        let mut prefixes: HashMap<RequestId, JsString> = HashMap::new();
+        let mut prefixes: HashMap<RequestId, (JsString, usize, String)> = HashMap::new();
         let mut gone = Vec::new();
         for (conn, socket) in registry.by_conn.iter_mut() {
             let mut overflow = false;
             for id in &socket.live {
-                let prefix = prefixes
-                    .entry(id.clone())
-                    .or_insert_with(|| JsString::from(chunk_prefix(id)));
-                let id_json = id.to_json();
+                if !prefixes.contains_key(id) {
+                    let prefix = chunk_prefix(id);
+                    let built = (JsString::from(prefix.as_str()), prefix.len(), id.to_json());
+                    prefixes.insert(id.clone(), built);
+                }
+                let Some((prefix, prefix_len, id_json)) = prefixes.get(id) else {
+                    continue;
+                };
                 for (page_no, size, page) in &shared {
                     let pending = Pending {
                         frame: Frame::Chunk {
@@ -390,11 +407,10 @@ impl Sockets {
                         },
                         sent: None,
                     };
-                    let size = size + prefix.length() as usize + 2;
                     if let Err(Overflow) =
                         socket
                             .outbox
-                            .enqueue(&id_json, size, Some(*page_no), pending)
+                            .enqueue(id_json, *size + *prefix_len, Some(*page_no), pending)
                     {
                         overflow = true;
                     }

@@ -14,6 +14,9 @@ use std::collections::{HashMap, VecDeque};
 pub const WINDOW_BYTES: usize = 4 << 20;
 /// Bytes of distinct broadcast pages a socket may have waiting before it is dropped.
 pub const MAX_QUEUED_PAGE_BYTES: usize = 16 << 20;
+/// Chunks in flight after which the Acks are counted even though the window has room, so that
+/// what is kept per chunk in flight stays small (counting them costs a few calls into JS).
+pub const ACK_BATCH: usize = 64;
 
 /// A frame waiting for room.
 struct Queued<T> {
@@ -34,6 +37,7 @@ pub struct Outbox<T> {
     /// Sizes of the unacknowledged chunks of each request id (by its JSON), oldest first.
     in_flight: HashMap<String, VecDeque<usize>>,
     in_flight_bytes: usize,
+    in_flight_frames: usize,
     /// How many Acks of each id were counted so far.
     acked: HashMap<String, u64>,
     queue: VecDeque<Queued<T>>,
@@ -47,6 +51,7 @@ impl<T> Default for Outbox<T> {
         Outbox {
             in_flight: HashMap::new(),
             in_flight_bytes: 0,
+            in_flight_frames: 0,
             acked: HashMap::new(),
             queue: VecDeque::new(),
             pages: HashMap::new(),
@@ -67,7 +72,10 @@ impl<T> Outbox<T> {
         };
         for _ in 0..fresh {
             match sizes.pop_front() {
-                Some(size) => self.in_flight_bytes -= size,
+                Some(size) => {
+                    self.in_flight_bytes -= size;
+                    self.in_flight_frames -= 1;
+                }
                 None => break,
             }
         }
@@ -79,6 +87,12 @@ impl<T> Outbox<T> {
     /// The ids with chunks in flight, whose Acks are worth counting.
     pub fn unacknowledged(&self) -> impl Iterator<Item = &str> {
         self.in_flight.keys().map(String::as_str)
+    }
+
+    /// Whether the Acks are worth counting now: frames wait for room, or [`ACK_BATCH`] chunks are
+    /// in flight.
+    pub fn wants_acks(&self) -> bool {
+        !self.queue.is_empty() || self.in_flight_frames >= ACK_BATCH
     }
 
     /// Queues a frame of `size` bytes for request `id`; `page` names the broadcast page it
@@ -137,6 +151,7 @@ impl<T> Outbox<T> {
             return Some(queued.item);
         }
         self.in_flight_bytes += queued.size;
+        self.in_flight_frames += 1;
         self.in_flight
             .entry(queued.id)
             .or_default()
@@ -165,6 +180,7 @@ impl<T> Outbox<T> {
     pub fn forget(&mut self, id: &str) -> Vec<T> {
         if let Some(sizes) = self.in_flight.remove(id) {
             self.in_flight_bytes -= sizes.iter().sum::<usize>();
+            self.in_flight_frames -= sizes.len();
         }
         let (dropped, kept): (VecDeque<_>, VecDeque<_>) =
             self.queue.drain(..).partition(|q| q.id == id);
@@ -249,6 +265,33 @@ mod tests {
         assert_eq!(drain(&mut outbox), [3]);
         outbox.acked("1", 1);
         assert_eq!(outbox.in_flight_bytes(), MB);
+    }
+
+    #[test]
+    fn acks_are_wanted_when_frames_wait_or_a_batch_of_chunks_is_in_flight() {
+        let mut outbox: Outbox<u32> = Outbox::default();
+        for n in 0..ACK_BATCH as u32 - 1 {
+            outbox.enqueue("1", 100, None, n).unwrap();
+        }
+        outbox.enqueue_uncounted(999);
+        assert_eq!(drain(&mut outbox).len(), ACK_BATCH);
+        assert!(!outbox.wants_acks(), "{} chunks in flight", ACK_BATCH - 1);
+        outbox.enqueue("1", 100, None, 1000).unwrap();
+        assert!(outbox.wants_acks(), "a frame waits");
+        drain(&mut outbox);
+        assert!(outbox.wants_acks(), "{ACK_BATCH} chunks in flight");
+        outbox.acked("1", 10);
+        assert!(!outbox.wants_acks());
+        // an interrupted request's chunks no longer count
+        outbox.acked("1", 0);
+        drop(outbox.forget("1"));
+        assert!(!outbox.wants_acks());
+        assert_eq!(outbox.in_flight_bytes(), 0);
+        // a full window: the next chunk waits, and Acks are wanted for it
+        outbox.enqueue("2", WINDOW_BYTES, None, 1).unwrap();
+        outbox.enqueue("2", 1, None, 2).unwrap();
+        assert_eq!(drain(&mut outbox), [1]);
+        assert!(outbox.wants_acks());
     }
 
     #[test]

@@ -194,16 +194,24 @@ impl LogStore for DoSqliteEventLog {
         upto: SeqNum,
         budget: Budget,
     ) -> Result<Vec<StoredEvent>, StorageError> {
-        let rows: Vec<JsonRow> = self.query(
-            &sql::read_range(&self.table),
-            &[
-                SqlValue::Integer(after.get()),
-                SqlValue::Integer(upto.get()),
-                SqlValue::Integer(budget.rows as u64),
-                SqlValue::Integer(budget.bytes as u64),
-            ],
-        )?;
-        sql::decode_rows(rows)
+        self.ensure_ready()?;
+        let params = [
+            SqlValue::Integer(after.get()),
+            SqlValue::Integer(upto.get()),
+            SqlValue::Integer(budget.rows as u64),
+        ];
+        // The cursor is lazy: rows past the budget are never read.
+        let cursor = self
+            .sql
+            .exec(
+                &sql::read_rows(&self.table),
+                params.iter().map(to_sql).collect::<Vec<_>>(),
+            )
+            .map_err(sql_error("read"))?;
+        budget.take(cursor.next::<JsonRow>().map(|row| {
+            row.map_err(sql_error("decode row"))
+                .and_then(sql::decode_row)
+        }))
     }
 
     async fn count(&self, after: SeqNum, upto: SeqNum) -> Result<u64, StorageError> {

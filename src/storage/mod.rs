@@ -1,7 +1,9 @@
-//! Storage: the SQL shared by the engines that keep LiveStore event logs.
+//! Storage: the [`crate::stream::LogStore`]s that keep logs, and the SQL they share.
 //!
-//! The engines themselves (D1, and the Durable Object's own SQLite for the head checkpoint)
-//! are in the wasm-only edge; everything here is plain Rust, tested natively.
+//! `sql` is plain Rust, tested natively. The engines need the wasm runtime: `d1` (LiveStore
+//! event logs in D1, the head checkpoint in the object's SQLite), `do_sqlite` (event logs in
+//! the object's SQLite), `engine` (the choice of the two) and `stream_sqlite` (a Durable
+//! Streams stream in its object's SQLite).
 
 pub mod sql;
 

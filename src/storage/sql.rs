@@ -131,42 +131,72 @@ pub fn count_range(table: &str) -> String {
     format!("SELECT COUNT(*) AS c FROM {table} WHERE seqNum > ?1 AND seqNum <= ?2")
 }
 
+/// The columns of a row as reads take it: `j`, the JSON array `[seqNum, parentSeqNum, name,
+/// createdAt, clientId, sessionId]`, and `a`, the args text as stored. Two strings cross into
+/// wasm per row instead of seven values; the args stay out of the array, which would escape them
+/// once more (twice the bytes for args full of quotes, and again in D1's answer). Rows are not
+/// aggregated into one string per page, as a page of large events would exceed SQLite's 2 MB
+/// string limit on Cloudflare.
+const ROW_COLUMNS: &str =
+    "json_array(e.seqNum, e.parentSeqNum, e.name, e.createdAt, e.clientId, e.sessionId) AS j, e.args AS a";
+
+/// Rows in `(?1, ?2]`, ascending, at most `?3`, for a store that reads rows one at a time and
+/// stops at its byte budget itself ([`crate::stream::Budget::take`] over a lazy cursor).
+pub fn read_rows(table: &str) -> String {
+    format!(
+        "SELECT {ROW_COLUMNS} FROM {table} AS e WHERE e.seqNum > ?1 AND e.seqNum <= ?2 ORDER BY e.seqNum LIMIT ?3"
+    )
+}
+
 /// Rows in `(?1, ?2]`, ascending, within a read budget of at most `?3` rows and `?4` bytes of
-/// stored text (always at least the first row, however large), each as one column `j`: the JSON
-/// array `[seqNum, parentSeqNum, name, args, createdAt, clientId, sessionId]`. One string crosses
-/// into wasm per row instead of seven values; rows are not aggregated into one string per page,
-/// as a page of large events would exceed SQLite's 2 MB string limit on Cloudflare. The row
-/// limit applies before the running total, so a read never walks more than `?3` rows.
+/// stored text (always at least the first row, however large), for a store that gets all the
+/// rows of a query at once (D1). The row limit applies before the running total, so a read never
+/// walks more than `?3` rows, and only the rows within the budget are read whole.
 pub fn read_range(table: &str) -> String {
     format!(
-        "SELECT json_array(e.seqNum, e.parentSeqNum, e.name, e.args, e.createdAt, e.clientId, e.sessionId) AS j \
-         FROM (SELECT seqNum, SUM(size) OVER (ORDER BY seqNum) AS total, ROW_NUMBER() OVER (ORDER BY seqNum) AS rank \
+        "SELECT {ROW_COLUMNS} \
+         FROM (SELECT seqNum, size, SUM(size) OVER (ORDER BY seqNum) AS total \
                FROM (SELECT seqNum, {STORED_SIZE} AS size FROM {table} WHERE seqNum > ?1 AND seqNum <= ?2 ORDER BY seqNum LIMIT ?3)) AS w \
          JOIN {table} AS e ON e.seqNum = w.seqNum \
-         WHERE w.total <= ?4 OR w.rank = 1 ORDER BY e.seqNum"
+         WHERE w.total <= ?4 OR w.total = w.size ORDER BY e.seqNum"
     )
 }
 
 /// What a row costs a read's byte budget: the length of its text columns (as
-/// `StoredEvent::size` counts it).
+/// `StoredEvent::size` counts it; never 0, so only the first row's total equals its size).
 const STORED_SIZE: &str =
     "COALESCE(length(args), 0) + length(name) + length(clientId) + length(sessionId) + length(createdAt)";
 
-/// A row of [`read_range`].
+/// A row of [`read_range`] or [`read_rows`].
 #[derive(Debug, Deserialize)]
 pub struct JsonRow {
     j: String,
+    a: Option<String>,
 }
+
+/// `j` of a [`read_range`] row: `[seqNum, parentSeqNum, name, createdAt, clientId, sessionId]`.
+type RowHead = (f64, f64, String, String, String, String);
 
 /// Decodes the rows of a [`read_range`] query.
 pub fn decode_rows(rows: Vec<JsonRow>) -> Result<Vec<StoredEvent>, StorageError> {
-    rows.into_iter()
-        .map(|row| {
-            serde_json::from_str::<EventRow>(&row.j)
-                .map_err(|e| StorageError(format!("invalid event log row: {e}")))?
-                .into_event()
-        })
-        .collect()
+    rows.into_iter().map(decode_row).collect()
+}
+
+/// Decodes one row of [`read_range`] or [`read_rows`].
+pub fn decode_row(row: JsonRow) -> Result<StoredEvent, StorageError> {
+    let (seq_num, parent_seq_num, name, created_at, client_id, session_id) =
+        serde_json::from_str::<RowHead>(&row.j)
+            .map_err(|e| StorageError(format!("invalid event log row: {e}")))?;
+    EventRow {
+        seq_num,
+        parent_seq_num,
+        name,
+        args: row.a,
+        created_at,
+        client_id,
+        session_id,
+    }
+    .into_event()
 }
 
 /// An event-log row, as an array in [`read_range`]'s order or as an object.
@@ -334,16 +364,37 @@ mod tests {
         limit: u64,
         bytes: u64,
     ) -> Vec<StoredEvent> {
+        let row = |r: &rusqlite::Row| {
+            Ok(JsonRow {
+                j: r.get(0)?,
+                a: r.get(1)?,
+            })
+        };
+        // All rows at once, bounded by the SQL (D1)...
         let rows: Vec<JsonRow> = db
             .prepare(&read_range(table))
             .unwrap()
-            .query_map([after, upto, limit, bytes], |r| {
-                Ok(JsonRow { j: r.get(0)? })
-            })
+            .query_map([after, upto, limit, bytes], row)
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        decode_rows(rows).unwrap()
+        let windowed = decode_rows(rows).unwrap();
+        // ...and one at a time, bounded while reading (DO SQLite): the same page.
+        let budget = crate::stream::Budget {
+            rows: limit as usize,
+            bytes: bytes as usize,
+        };
+        let mut statement = db.prepare(&read_rows(table)).unwrap();
+        let lazy = budget
+            .take(
+                statement
+                    .query_map([after, upto, limit], row)
+                    .unwrap()
+                    .map(|r| decode_row(r.unwrap())),
+            )
+            .unwrap();
+        assert_eq!(format!("{windowed:?}"), format!("{lazy:?}"));
+        windowed
     }
 
     #[test]

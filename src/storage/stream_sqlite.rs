@@ -17,9 +17,9 @@ CREATE TABLE IF NOT EXISTS ds_messages (seq INTEGER PRIMARY KEY, data BLOB NOT N
 CREATE TABLE IF NOT EXISTS ds_producers (id TEXT PRIMARY KEY, epoch INTEGER NOT NULL, last_seq INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS ds_producers_updated ON ds_producers (updated_ms);";
 
-/// Messages `(?1, ?2]` within a budget of `?3` rows and `?4` bytes (always the first): sizes are
-/// summed before any message's data is read, so no more than the budget is ever loaded.
-const READ: &str = "SELECT m.seq, m.data FROM (SELECT seq, SUM(size) OVER (ORDER BY seq) AS total, ROW_NUMBER() OVER (ORDER BY seq) AS rank FROM (SELECT seq, length(data) AS size FROM ds_messages WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3)) AS w JOIN ds_messages AS m ON m.seq = w.seq WHERE w.total <= ?4 OR w.rank = 1 ORDER BY m.seq";
+/// Messages `(?1, ?2]`, at most `?3`; read through a lazy cursor that stops at the byte budget.
+const READ: &str =
+    "SELECT seq, data FROM ds_messages WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3";
 
 /// Messages per insert statement (two bound values each, under SQLite's limits).
 const INSERT_ROWS: usize = 50;
@@ -249,16 +249,11 @@ impl LogStore for SqliteStreamStore {
     ) -> Result<Vec<Message>, StorageError> {
         let cursor = self.exec(
             READ,
-            vec![
-                int(after.get()),
-                int(upto.get()),
-                int(budget.rows as u64),
-                int(budget.bytes as u64),
-            ],
+            vec![int(after.get()), int(upto.get()), int(budget.rows as u64)],
             "read messages",
         )?;
-        let mut out = Vec::new();
-        for row in cursor.raw() {
+        // The cursor is lazy: rows past the budget are never read.
+        budget.take(cursor.raw().map(|row| {
             let row = row.map_err(sql_error("read message row"))?;
             let seq = row
                 .first()
@@ -270,9 +265,8 @@ impl LogStore for SqliteStreamStore {
                 Some(SqlStorageValue::String(text)) => text.into_bytes(),
                 _ => Vec::new(),
             };
-            out.push(Message::new(seq, data));
-        }
-        Ok(out)
+            Ok(Message::new(seq, data))
+        }))
     }
 
     async fn count(&self, after: SeqNum, upto: SeqNum) -> Result<u64, StorageError> {

@@ -24,15 +24,37 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// What one read holds at most: a few MB, whatever the size of the log.
+    /// What one read holds at most, whatever the size of the log: about 1 MB of stored text (a
+    /// large event or two), of which a read briefly holds a few copies on its way out.
     pub const PAGE: Budget = Budget {
         rows: 256,
-        bytes: 2_000_000,
+        bytes: 1_000_000,
     };
 
     /// Whether a page of `rows` entries and `bytes` bytes may take one more of `size` bytes.
     pub fn admits(self, rows: usize, bytes: usize, size: usize) -> bool {
         rows == 0 || (rows < self.rows && bytes.saturating_add(size) <= self.bytes)
+    }
+
+    /// The entries of `rows`, in order, while the budget admits them: for a store whose rows
+    /// arrive one at a time (a lazy cursor), which stops reading at the first one that does not
+    /// fit (that one is held briefly, and dropped).
+    pub fn take<T: Entry, E>(
+        self,
+        rows: impl IntoIterator<Item = Result<T, E>>,
+    ) -> Result<Vec<T>, E> {
+        let mut page = Vec::new();
+        let mut bytes = 0usize;
+        for row in rows {
+            let entry = row?;
+            let size = entry.size();
+            if !self.admits(page.len(), bytes, size) {
+                break;
+            }
+            bytes = bytes.saturating_add(size);
+            page.push(entry);
+        }
+        Ok(page)
     }
 }
 

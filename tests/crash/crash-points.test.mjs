@@ -19,9 +19,9 @@
 //   same (epoch, seq) is answered 204 as a duplicate and the message is in the stream once.
 
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { createJsonStream, logRows, producerAppend, readJsonStream, storedHead, waitFor } from '../support/crash-harness.mjs'
+import { createJsonStream, logRows, producerAppend, readJsonStream, storedHead } from '../support/crash-harness.mjs'
 import { clientPool, eventsOf } from '../support/livestore-client.mjs'
-import { makeEvents, normalizeEvent, uniqueStoreId } from '../support/util.mjs'
+import { makeEvents, normalizeEvent, uniqueStoreId, waitFor } from '../support/util.mjs'
 import { E2E_STORAGE, startFaultsWorker } from '../support/worker.mjs'
 
 const TEST_TIMEOUT_MS = 180_000

@@ -16,8 +16,8 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { afterAll, beforeAll, expect, test } from 'vitest'
 import { clientPool } from '../support/livestore-client.mjs'
-import { createJsonStream, startProducers, startWriter, verifyLiveStore, verifyStream, waitFor } from '../support/crash-harness.mjs'
-import { sleep, uniqueStoreId } from '../support/util.mjs'
+import { createJsonStream, startProducers, startWriter, verifyLiveStore, verifyStream } from '../support/crash-harness.mjs'
+import { sleep, uniqueStoreId, waitFor } from '../support/util.mjs'
 import { E2E_STORAGE, ROOT, startWorker } from '../support/worker.mjs'
 
 const KILLS = Number(process.env.CRASH_KILLS ?? 2)

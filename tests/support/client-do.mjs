@@ -47,6 +47,8 @@ export const clientDo = (worker, name, { timeoutMs = 30_000 } = {}) => {
     pullResult: (storeId, cursor) => post('pull', { storeId, cursor }),
     /** Non-live pull: { pages, backendId } (pages as makeDoRpcSync yields them: with rpcRequestId, without backendId). */
     pull: async (storeId, cursor) => must('pull')(await handle.pullResult(storeId, cursor)),
+    /** A non-live pull that keeps a digest per event only: { pages, events } (see digest.mjs). */
+    pullDigest: async (storeId, cursor) => must('pull-digest')(await post('pull-digest', { storeId, cursor })),
     pingResult: (storeId) => post('ping', { storeId }),
     ping: async (storeId) => must('ping')(await handle.pingResult(storeId)),
     /** Starts a live pull (subscribes this object); resolves with the catch-up pages. */

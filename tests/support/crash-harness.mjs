@@ -17,18 +17,9 @@
 
 import { expect } from 'vitest'
 import { eventsOf, SyncClientError } from './livestore-client.mjs'
-import { eventlogTable, normalizeEvent, sleep } from './util.mjs'
+import { eventlogTable, normalizeEvent, sleep, waitFor } from './util.mjs'
 
 const between = (min, max) => min + Math.random() * (max - min)
-
-/** Resolves once `predicate()` holds, polling every 50 ms; rejects with `what` after `timeoutMs`. */
-export const waitFor = async (predicate, what, timeoutMs = 120_000) => {
-  const deadline = Date.now() + timeoutMs
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await sleep(50)
-  }
-}
 
 const sameEvent = (a, b) => JSON.stringify(normalizeEvent(a)) === JSON.stringify(normalizeEvent(b))
 

@@ -129,3 +129,12 @@ export const expectNoUncaughtErrors = async (worker, offset, settleMs = 500) => 
     throw new Error(`worker "${worker.name}" logged uncaught errors (see ${worker.logFile}):\n${lines.join('\n')}`)
   }
 }
+
+/** Resolves once `predicate()` holds, polling every 50 ms; rejects with `what` after `timeoutMs`. */
+export const waitFor = async (predicate, what, timeoutMs = 120_000) => {
+  const deadline = Date.now() + timeoutMs
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await sleep(50)
+  }
+}

@@ -16,6 +16,7 @@ import http from 'node:http'
 import net from 'node:net'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { findServer } from './procs.mjs'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const TESTS_DIR = path.resolve(here, '..')
@@ -240,8 +241,10 @@ const runSqliteHelper = (input) =>
  * @param {'d1' | 'do-sqlite'} [spec.storage]  where the worker keeps event logs. For the shipped Worker it
  *   defaults to E2E_STORAGE and is passed as `--var SYNC_STORAGE:<storage>`; a custom worker (`config`)
  *   must say where its logs live (nothing is passed to it).
+ * @param {string} [spec.scriptName]  the Worker's name instead of its config's (`wrangler dev --name`): other
+ *   local dev sessions bind its Durable Objects by this name (`script_name`, through wrangler's dev registry)
  */
-export const describeWorker = ({ name, config, vars = {}, storage }) => {
+export const describeWorker = ({ name, config, vars = {}, storage, scriptName }) => {
   const configPath = path.resolve(ROOT, config ?? 'wrangler.toml')
   if (config) {
     if (storage === undefined) throw new Error(`worker ${name}: a custom worker (${config}) needs a storage`)
@@ -250,7 +253,7 @@ export const describeWorker = ({ name, config, vars = {}, storage }) => {
     vars = { SYNC_STORAGE: storage, ...vars }
   }
   if (!STORAGES.includes(storage)) throw new Error(`worker ${name}: unknown storage ${JSON.stringify(storage)}`)
-  const workerName = workerNameOf(configPath)
+  const workerName = scriptName ?? workerNameOf(configPath)
   const persistDir = path.join(ROOT, '.wrangler', 'test-state', name)
   return {
     name,
@@ -258,6 +261,7 @@ export const describeWorker = ({ name, config, vars = {}, storage }) => {
     // wrangler runs the [build] command in its cwd, and the configs' relative paths assume their own dir
     cwd: path.dirname(configPath),
     configArgs: config ? ['--config', configPath] : [],
+    devArgs: scriptName ? ['--name', scriptName] : [],
     vars,
     storage,
     workerName,
@@ -326,12 +330,12 @@ export const workerHandle = (desc) => {
 /**
  * Starts a fresh worker (empty persisted state, migrations applied) on a free port; see describeWorker for
  * `spec`. Besides workerHandle's access to its state, the result controls its process: stop, start,
- * restart, kill (SIGKILL), and `pid()` (the workerd process that runs it, for memory readings).
+ * restart, kill (SIGKILL), and `processes()` (its workerd and node processes, for memory readings).
  */
 export const startWorker = async (spec) => {
   installExitHooks()
   const desc = describeWorker(spec)
-  const { name, cwd, configArgs, persistDir, logFile } = desc
+  const { name, cwd, configArgs, devArgs, persistDir, logFile } = desc
   const varArgs = Object.entries(desc.vars).flatMap(([k, v]) => ['--var', `${k}:${v}`])
   fs.rmSync(persistDir, { recursive: true, force: true })
   fs.mkdirSync(persistDir, { recursive: true })
@@ -370,6 +374,7 @@ export const startWorker = async (spec) => {
       '--persist-to', persistDir,
       '--show-interactive-dev-session=false',
       ...configArgs,
+      ...devArgs,
       ...varArgs,
     ]
     const proc = spawn(WRANGLER, args, { cwd, env: wranglerEnv(), detached: true, stdio: ['ignore', fd, fd] })
@@ -434,54 +439,14 @@ export const startWorker = async (spec) => {
     await waitForPortFree(port)
   }
 
-  /** The pid of the workerd process serving the worker (the one listening on its port). */
-  const pid = () => workerdPid(child?.pid, port)
+  /** The processes of the running worker (see procs.mjs's findServer): `runtime` is the workerd that runs it. */
+  const processes = () => {
+    if (!child) throw new Error(`worker "${name}" is not running`)
+    return findServer(port)
+  }
 
   await start()
-  return { ...workerHandle({ ...desc, url, port }), start, stop, restart, kill, pid, isRunning: () => child !== undefined }
-}
-
-/**
- * The workerd process of the process group `group` that listens on `port`: wrangler runs the Worker in a
- * workerd child, and its RSS is the Worker's memory.
- */
-export const workerdPid = (group, port) => {
-  if (group === undefined) throw new Error('the worker is not running')
-  const inodes = new Set()
-  const hexPort = port.toString(16).toUpperCase().padStart(4, '0')
-  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    for (const line of fs.readFileSync(table, 'utf8').split('\n').slice(1)) {
-      const cols = line.trim().split(/\s+/)
-      // local address ends in :<port>, state 0A = LISTEN
-      if (cols[1]?.endsWith(`:${hexPort}`) && cols[3] === '0A') inodes.add(cols[9])
-    }
-  }
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue
-    let stat
-    try {
-      stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8')
-    } catch {
-      continue
-    }
-    // field 5 (after the parenthesised command) is the process group
-    const pgrp = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2])
-    if (pgrp !== group) continue
-    let fds = []
-    try {
-      fds = fs.readdirSync(`/proc/${entry}/fd`)
-    } catch {
-      continue
-    }
-    for (const fd of fds) {
-      try {
-        const target = fs.readlinkSync(`/proc/${entry}/fd/${fd}`)
-        const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1]
-        if (inode && inodes.has(inode)) return Number(entry)
-      } catch {}
-    }
-  }
-  throw new Error(`no process of group ${group} listens on port ${port}`)
+  return { ...workerHandle({ ...desc, url, port }), start, stop, restart, kill, processes, isRunning: () => child !== undefined }
 }
 
 /**
@@ -511,6 +476,48 @@ export const startDoRpcWorker = (opts) => startWorker(doRpcWorkerSpec(opts))
  * tests arm through `<url>/__faults/arm` (see its entry.mjs). Never the shipped build.
  */
 export const FAULTS_TEST_CONFIG = path.join(TESTS_DIR, 'workers', 'faults', 'wrangler.toml')
+
+/**
+ * Starts a Worker of the DO-RPC test client alone (TestClientDO, see DO_RPC_TEST_CONFIG's entry module) in a
+ * `wrangler dev` of its own, bound to the sync Durable Objects of `syncWorker` (started with a `scriptName`)
+ * through wrangler's dev registry, as a LiveStore app's Worker binds a sync Worker deployed apart. Its
+ * memory is then not the sync Worker's.
+ */
+export const startDoRpcClientWorker = async ({ name, syncWorker }) => {
+  const dir = path.join(ROOT, '.wrangler', 'test-configs')
+  fs.mkdirSync(dir, { recursive: true })
+  const config = path.join(dir, `${name}.toml`)
+  const toml = (s) => JSON.stringify(s)
+  fs.writeFileSync(
+    config,
+    [
+      `name = ${toml(name)}`,
+      `main = ${toml(path.join(TESTS_DIR, 'workers', 'do-rpc', 'entry.mjs'))}`,
+      'compatibility_date = "2026-04-01"',
+      'compatibility_flags = ["enable_request_signal", "nodejs_compat"]',
+      '[alias]',
+      `"@livestore-sync-rs/wasm" = ${toml(path.join(ROOT, 'build', 'index.js'))}`,
+      '[[durable_objects.bindings]]',
+      'name = "SYNC_BACKEND_DO"',
+      'class_name = "SyncBackendDO"',
+      `script_name = ${toml(syncWorker.workerName)}`,
+      '[[durable_objects.bindings]]',
+      'name = "TEST_CLIENT_DO"',
+      'class_name = "TestClientDO"',
+      '[[migrations]]',
+      'tag = "v1"',
+      'new_sqlite_classes = ["TestClientDO"]',
+      // unused by the client, but every test Worker gets its migrations applied
+      '[[d1_databases]]',
+      `binding = "DB"`,
+      `database_name = ${toml(D1_NAME)}`,
+      'database_id = "00000000-0000-0000-0000-000000000000"',
+      `migrations_dir = ${toml(path.join(ROOT, 'd1-migrations'))}`,
+      '',
+    ].join('\n'),
+  )
+  return startWorker({ name, config, storage: 'do-sqlite' })
+}
 
 /** Starts the fault-injection test Worker (see FAULTS_TEST_CONFIG), event logs where `storage` says. */
 export const startFaultsWorker = ({ name, storage = E2E_STORAGE, vars = {} }) =>

@@ -16,6 +16,8 @@
 //                                       backendId to believe in (as if learnt earlier); before any other action
 //   POST push     {storeId, batch}   → { ok } | { ok: false, error }   (error: the typed failure's fields)
 //   POST pull     {storeId, cursor?} → { ok, pages, backendId }        (non-live; all pages)
+//   POST pull-digest {storeId, cursor?} → { ok, pages, events }    a non-live pull that keeps nothing of
+//                                       it but a digest per event (support/digest.mjs) and the number of pages
 //   POST live     {storeId, cursor?} → { ok, pages }   starts a live pull (rpcContext = this object),
 //                                       answers once the catch-up has ended (a NoMore page arrived)
 //   GET  live-pages?storeId=         → { ok, running, pages, failure }
@@ -50,6 +52,7 @@ import {
   Stream,
 } from '@livestore/utils/effect'
 import { Packr, Unpackr } from 'msgpackr'
+import { eventDigest } from '../../support/digest.mjs'
 import RustWorker, { SyncBackendDO } from '../../../client-ts/src/entry.ts'
 
 export { SyncBackendDO }
@@ -261,6 +264,22 @@ export class TestClientDO extends DurableObject {
     return { ok: true, pages: Chunk.toReadonlyArray(res.value).map(toPlainPage), backendId: await this.backendId() }
   }
 
+  async pullDigest({ storeId, cursor }) {
+    const { backend } = await this.backendFor(storeId)
+    const digest = { pages: 0, events: [] }
+    const res = await this.run(
+      backend.pull(this.cursorOf(cursor), { live: false }).pipe(
+        Stream.runForEach((page) =>
+          Effect.sync(() => {
+            digest.pages++
+            for (const item of page.batch) digest.events.push(eventDigest(item.eventEncoded))
+          }),
+        ),
+      ),
+    )
+    return res.ok ? { ok: true, ...digest } : res
+  }
+
   async ping({ storeId }) {
     const { backend } = await this.backendFor(storeId)
     const res = await this.run(backend.ping)
@@ -415,6 +434,8 @@ export class TestClientDO extends DurableObject {
           return json(await this.push(body))
         case 'POST pull':
           return json(await this.pull(body))
+        case 'POST pull-digest':
+          return json(await this.pullDigest(body))
         case 'POST live':
           return json(await this.live(body))
         case 'GET live-pages':
