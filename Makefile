@@ -29,7 +29,7 @@ EXAMPLE_SOURCES := $(shell find $(EXAMPLE)/src -name '*.rs') $(EXAMPLE)/Cargo.to
 NPM_DIRS := client-ts tests tests/conformance
 NPM_STAMPS := $(addsuffix /node_modules/.setup-stamp,$(NPM_DIRS))
 
-.PHONY: dev test setup tools npm worker worker-faults example-token-auth builds deploy-check lint typecheck unit fuzz-short fuzz e2e conformance bench bench-streams soak soak-crash soak-load clean
+.PHONY: dev test setup tools npm worker worker-faults example-token-auth builds deploy-check lint typecheck unit fuzz-short fuzz e2e conformance bench bench-streams profile soak soak-crash soak-load clean
 
 setup: tools npm
 
@@ -148,6 +148,11 @@ bench: setup worker bench/node_modules/.setup-stamp
 # Only the Durable Streams scenarios (our Worker with D1 storage).
 bench-streams: setup worker bench/node_modules/.setup-stamp
 	BENCH_ONLY=streams node bench/run.mjs
+
+# A CPU profile of the Worker under one benchmark scenario: `make profile SCENARIO=catch-up-ws
+# PROFILE_STORAGE=do-sqlite` (see bench/profile.mjs).
+profile: setup worker bench/node_modules/.setup-stamp
+	SCENARIO=$(SCENARIO) node bench/profile.mjs
 
 # Long runs, not part of `make test`. `soak` runs every soak target.
 soak: soak-crash soak-load

@@ -83,28 +83,51 @@ pub(super) async fn serve(
     let (channel, messages) = channel();
     let task = inner.clone();
     wasm_bindgen_futures::spawn_local(async move {
-        let mut reply = HttpReply { channel };
+        let mut reply = HttpReply {
+            channel,
+            pending: String::from("["),
+            first: true,
+        };
         task.serve(&id, rpc, &context, &mut reply).await;
+        reply.pending.push(']');
+        let _ = reply.flush().await;
     });
-    let mut first = true;
-    let items = messages.map(move |message| {
-        let separator = if std::mem::take(&mut first) { "" } else { "," };
-        Ok::<Vec<u8>, worker::Error>(format!("{separator}{message}").into_bytes())
-    });
-    let open = futures_util::stream::once(async { Ok(b"[".to_vec()) });
-    let close = futures_util::stream::once(async { Ok(b"]".to_vec()) });
-    Ok(Response::from_stream(open.chain(items).chain(close))?.with_headers(rpc_headers(&extra)?))
+    let body = messages.map(|text| Ok::<Vec<u8>, worker::Error>(text.into_bytes()));
+    Ok(Response::from_stream(body)?.with_headers(rpc_headers(&extra)?))
 }
+
+/// Messages are gathered up to about this size before they go to the runtime as one body chunk:
+/// each chunk has a fixed cost, and pull pages are often far smaller.
+const CHUNK_BYTES: usize = 256 << 10;
 
 /// The replies of one HTTP call: its response body. Live pulls over HTTP are the client's
 /// polling.
 struct HttpReply {
     channel: Channel,
+    /// The body not yet handed on: the array's opening, then messages with their separators.
+    pending: String,
+    first: bool,
+}
+
+impl HttpReply {
+    async fn flush(&mut self) -> std::result::Result<(), Gone> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.channel.send(std::mem::take(&mut self.pending)).await
+    }
 }
 
 impl Reply for HttpReply {
     async fn send(&mut self, message: String) -> std::result::Result<(), Gone> {
-        self.channel.send(message).await
+        if !std::mem::take(&mut self.first) {
+            self.pending.push(',');
+        }
+        self.pending.push_str(&message);
+        if self.pending.len() >= CHUNK_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
     }
 
     fn live_mode(&self, _request: &PullRequest) -> LiveMode {

@@ -6,7 +6,7 @@
 //! loses nothing and stores nothing twice.
 
 use super::do_sqlite::ContextRow;
-use super::sql::{self, CountRow, JsonRow, MaxRow, SqlValue, Statement};
+use super::sql::{self, CountRow, MaxRow, SqlValue, Statement};
 use crate::faults::CrashPoint;
 use crate::livestore::event::StoredEvent;
 use crate::livestore::store_id::StoreId;
@@ -165,11 +165,21 @@ impl LogStore for D1EventLog {
                     SqlValue::Integer(budget.bytes as u64),
                 ],
             )?
-            .all()
+            .raw_js_value()
             .await
             .map_err(d1_error("read"))?;
-        let rows: Vec<JsonRow> = result.results().map_err(d1_error("decode rows"))?;
-        sql::decode_rows(rows)
+        // Rows as arrays: row objects cost D1 their building and us a deserializer walk each.
+        result
+            .into_iter()
+            .map(|row| {
+                let row = js_sys::Array::from(&row);
+                let head = row
+                    .get(0)
+                    .as_string()
+                    .ok_or_else(|| StorageError("event log row without its columns".into()))?;
+                sql::decode_row(&head, row.get(1).as_string())
+            })
+            .collect()
     }
 
     async fn count(&self, after: SeqNum, upto: SeqNum) -> Result<u64, StorageError> {

@@ -1,7 +1,7 @@
 //! The Durable Object's own SQLite: the head checkpoint (`context_7`, as the TypeScript
 //! server keeps it) and, when chosen, the store's event log (`eventlog_7_<storeId>`).
 
-use super::sql::{self, CountRow, JsonRow, MaxRow, SqlValue, CREATE_CONTEXT};
+use super::sql::{self, CountRow, MaxRow, SqlValue, CREATE_CONTEXT};
 use crate::faults::CrashPoint;
 use crate::livestore::event::StoredEvent;
 use crate::livestore::store_id::StoreId;
@@ -208,9 +208,19 @@ impl LogStore for DoSqliteEventLog {
                 params.iter().map(to_sql).collect::<Vec<_>>(),
             )
             .map_err(sql_error("read"))?;
-        budget.take(cursor.next::<JsonRow>().map(|row| {
-            row.map_err(sql_error("decode row"))
-                .and_then(sql::decode_row)
+        // Rows as arrays: a row object costs a deserializer walk over its keys.
+        budget.take(cursor.raw().map(|row| {
+            let mut values = row.map_err(sql_error("read row"))?.into_iter();
+            let head = match values.next() {
+                Some(SqlStorageValue::String(head)) => head,
+                _ => return Err(StorageError("event log row without its columns".into())),
+            };
+            let args = match values.next() {
+                Some(SqlStorageValue::String(args)) => Some(args),
+                Some(SqlStorageValue::Null) | None => None,
+                Some(_) => return Err(StorageError("event log row with args not text".into())),
+            };
+            sql::decode_row(&head, args)
         }))
     }
 

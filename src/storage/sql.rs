@@ -167,31 +167,19 @@ pub fn read_range(table: &str) -> String {
 const STORED_SIZE: &str =
     "COALESCE(length(args), 0) + length(name) + length(clientId) + length(sessionId) + length(createdAt)";
 
-/// A row of [`read_range`] or [`read_rows`].
-#[derive(Debug, Deserialize)]
-pub struct JsonRow {
-    j: String,
-    a: Option<String>,
-}
-
-/// `j` of a [`read_range`] row: `[seqNum, parentSeqNum, name, createdAt, clientId, sessionId]`.
+/// `j` of a [`read_range`] or [`read_rows`] row: `[seqNum, parentSeqNum, name, createdAt, clientId, sessionId]`.
 type RowHead = (f64, f64, String, String, String, String);
 
-/// Decodes the rows of a [`read_range`] query.
-pub fn decode_rows(rows: Vec<JsonRow>) -> Result<Vec<StoredEvent>, StorageError> {
-    rows.into_iter().map(decode_row).collect()
-}
-
-/// Decodes one row of [`read_range`] or [`read_rows`].
-pub fn decode_row(row: JsonRow) -> Result<StoredEvent, StorageError> {
+/// Decodes one row of [`read_range`] or [`read_rows`]: its columns `j` (`head`) and `a` (`args`).
+pub fn decode_row(head: &str, args: Option<String>) -> Result<StoredEvent, StorageError> {
     let (seq_num, parent_seq_num, name, created_at, client_id, session_id) =
-        serde_json::from_str::<RowHead>(&row.j)
+        serde_json::from_str::<RowHead>(head)
             .map_err(|e| StorageError(format!("invalid event log row: {e}")))?;
     EventRow {
         seq_num,
         parent_seq_num,
         name,
-        args: row.a,
+        args,
         created_at,
         client_id,
         session_id,
@@ -364,21 +352,19 @@ mod tests {
         limit: u64,
         bytes: u64,
     ) -> Vec<StoredEvent> {
-        let row = |r: &rusqlite::Row| {
-            Ok(JsonRow {
-                j: r.get(0)?,
-                a: r.get(1)?,
-            })
-        };
+        let row = |r: &rusqlite::Row| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?));
         // All rows at once, bounded by the SQL (D1)...
-        let rows: Vec<JsonRow> = db
+        let rows: Vec<(String, Option<String>)> = db
             .prepare(&read_range(table))
             .unwrap()
             .query_map([after, upto, limit, bytes], row)
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        let windowed = decode_rows(rows).unwrap();
+        let windowed = rows
+            .into_iter()
+            .map(|(head, args)| decode_row(&head, args).unwrap())
+            .collect::<Vec<_>>();
         // ...and one at a time, bounded while reading (DO SQLite): the same page.
         let budget = crate::stream::Budget {
             rows: limit as usize,
@@ -390,7 +376,10 @@ mod tests {
                 statement
                     .query_map([after, upto, limit], row)
                     .unwrap()
-                    .map(|r| decode_row(r.unwrap())),
+                    .map(|r| {
+                        let (head, args) = r.unwrap();
+                        decode_row(&head, args)
+                    }),
             )
             .unwrap();
         assert_eq!(format!("{windowed:?}"), format!("{lazy:?}"));

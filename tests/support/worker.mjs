@@ -361,7 +361,21 @@ export const startWorker = async (spec) => {
   /** @type {import('node:child_process').ChildProcess | undefined} */
   let child
 
+  // wrangler 4 runs the [build] command again once its watcher is ready and then reloads the
+  // runtime on fresh internal ports; another Worker starting at the same time can take one of them
+  // first, and that start fails with "Address already in use". Such a start is tried again.
   const start = async () => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await startOnce()
+      } catch (e) {
+        if (attempt >= 3 || !/Address already in use/.test(e.message)) throw e
+        fs.appendFileSync(logFile, `\n=== ${new Date().toISOString()} start failed on a port taken meanwhile; again ===\n`)
+      }
+    }
+  }
+
+  const startOnce = async () => {
     if (child) throw new Error(`worker "${name}" is already running`)
     await waitForPortFree(port)
     fs.appendFileSync(logFile, `\n=== ${new Date().toISOString()} wrangler dev on port ${port} ===\n`)
@@ -446,7 +460,7 @@ export const startWorker = async (spec) => {
   }
 
   await start()
-  return { ...workerHandle({ ...desc, url, port }), start, stop, restart, kill, processes, isRunning: () => child !== undefined }
+  return { ...workerHandle({ ...desc, url, port }), inspectorPort, start, stop, restart, kill, processes, isRunning: () => child !== undefined }
 }
 
 /**
