@@ -39,6 +39,7 @@
 mod do_rpc;
 mod http;
 mod reply;
+mod socket_state;
 mod store_stream;
 pub mod stream_object;
 mod subscriptions;

@@ -58,7 +58,7 @@ impl SyncBackendObject {
             state.set_websocket_auto_response(&pair);
         }
         let subscriptions = Subscriptions::new(state.storage().sql(), env.clone());
-        let sockets = Sockets::default();
+        let sockets = Sockets::new(state.storage().sql());
         let stream_config = super::store_stream::config_from(&env);
         SyncBackendObject {
             inner: Rc::new(Inner {
@@ -110,13 +110,15 @@ impl SyncBackendObject {
                     return Response::error(message, status);
                 }
                 let pair = WebSocketPair::new()?;
-                inner.sockets.accept(
-                    &inner.state,
-                    pair.server,
-                    params.store_id.as_str(),
-                    params.payload,
-                    forwarded,
-                );
+                let context = HookContext {
+                    store_id: params.store_id.as_str().to_owned(),
+                    payload: params.payload,
+                    headers: forwarded,
+                };
+                if let Err(e) = inner.sockets.accept(&inner.state, pair.server, context) {
+                    worker::console_error!("accepting a socket failed: {e}");
+                    return Response::error(format!("could not store the connection: {e}"), 500);
+                }
                 Response::from_websocket(pair.client)
             }
             Transport::Http => super::http::serve(inner, &req, body, params, forwarded).await,
@@ -268,7 +270,6 @@ impl Inner {
         let mut reply = WsReply {
             state: &self.state,
             sockets: &self.sockets,
-            ws,
             conn: &conn,
             id: &id,
         };

@@ -1,6 +1,7 @@
-//! The WebSocket transport of the sync object: hibernatable sockets whose state lives in their
-//! attachment, live pulls that get every accepted push, and flow control on every frame a pull
-//! sends (see [`crate::livestore::outbox`]).
+//! The WebSocket transport of the sync object: hibernatable sockets whose state lives in the
+//! object's SQLite under the connection id their attachment holds ([`super::socket_state`]),
+//! live pulls that get every accepted push, and flow control on every frame a pull sends (see
+//! [`crate::livestore::outbox`]).
 //!
 //! The JS wrapper (`client-ts/src/sync-backend-do.ts`) counts each socket's Acks per request id
 //! in a `Map` on the socket (`ws.__acks`) without crossing into wasm; this module reads the counts
@@ -8,6 +9,7 @@
 //! The wrapper counts the Acks whose text is canonical ([`canonical_ack`]); any other Ack reaches
 //! here and is counted here.
 
+use super::socket_state::{conn_of, new_conn_id, write_attachment, Saved, SocketStates};
 use crate::livestore::chunk::PullPage;
 use crate::livestore::options::HookContext;
 use crate::livestore::outbox::{Outbox, Overflow};
@@ -16,66 +18,22 @@ use crate::livestore::sync::Gone;
 use crate::livestore::wire::{PullRequest, RequestId, SyncError};
 use futures_channel::oneshot;
 use js_sys::JsString;
-use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use worker::{State, WebSocket};
+use worker::{SqlStorage, State, WebSocket};
 
 /// Close code for a reader that fell too far behind (RFC 6455 "try again later").
 const CLOSE_TOO_SLOW: u16 = 1013;
+/// Close code for a socket whose state is lost (RFC 6455 "internal error"): the client
+/// reconnects.
+const CLOSE_STATE_LOST: u16 = 1011;
+const STATE_LOST: &str = "connection state lost; reconnect";
 
 /// How every `Chunk` frame starts (see `encode_chunk`).
 const CHUNK_TAG: &str = r#"{"_tag":"Chunk""#;
-
-/// Per-socket state, kept in the socket attachment so it survives hibernation.
-#[derive(Serialize, Deserialize)]
-pub(super) struct Attachment {
-    /// A random id of the connection, the key of the in-memory socket registry.
-    /// Absent in attachments written before it existed; such sockets get one on wake-up.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub conn: String,
-    #[serde(rename = "storeId")]
-    pub store_id: String,
-    /// The connection's sync payload.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payload: Option<serde_json::Value>,
-    /// Ids of this socket's live pulls; every accepted push is sent to each.
-    #[serde(rename = "pullRequestIds", default)]
-    pub live: Vec<RequestId>,
-    /// The forwarded headers of the upgrade request.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, String>,
-}
-
-impl Attachment {
-    /// What hooks learn about the connection.
-    pub fn context(&self) -> HookContext {
-        HookContext {
-            store_id: self.store_id.clone(),
-            payload: self.payload.clone(),
-            headers: self.headers.clone(),
-        }
-    }
-}
-
-/// Attachments are stored as JSON text, like the TypeScript server does, so their shape does
-/// not depend on how values cross into JS.
-pub(super) fn read_attachment(ws: &WebSocket) -> Option<Attachment> {
-    let text: String = ws.deserialize_attachment().ok().flatten()?;
-    serde_json::from_str(&text).ok()
-}
-
-fn write_attachment(ws: &WebSocket, attachment: &Attachment) {
-    if let Ok(text) = serde_json::to_string(attachment) {
-        if let Err(e) = ws.serialize_attachment(text) {
-            worker::console_error!("saving a socket's state failed: {e}");
-        }
-    }
-}
 
 /// Sends a frame outside flow control (replies that are no chunk: Pong, Exit, Defect), ignoring
 /// sockets that are already closing.
@@ -121,6 +79,8 @@ struct Pending {
 
 struct Socket {
     ws: WebSocket,
+    /// What hooks learn about the connection.
+    context: Rc<HookContext>,
     live: Vec<RequestId>,
     outbox: Outbox<Pending>,
     /// What `ws.__wake` was last set to.
@@ -128,10 +88,11 @@ struct Socket {
 }
 
 impl Socket {
-    fn new(ws: WebSocket, live: Vec<RequestId>) -> Self {
+    fn new(ws: WebSocket, saved: Saved) -> Self {
         Socket {
             ws,
-            live,
+            context: Rc::new(saved.context),
+            live: saved.live,
             outbox: Outbox::default(),
             wake: false,
         }
@@ -188,81 +149,97 @@ impl Socket {
 
 #[derive(Default)]
 struct Registry {
-    /// Filled from the attachments on first use after a start or a wake-up.
+    /// Filled from the stored state on first use after a start or a wake-up.
     loaded: bool,
     by_conn: HashMap<String, Socket>,
     /// Numbers the pushes' pages, which frames of one page share.
     next_page: u64,
 }
 
-/// The object's sockets: their live pulls and their flow control, in memory. The attachments
-/// stay the source of truth for the live pulls: after a wake-up the registry starts empty and is
-/// rebuilt from them on first use.
-#[derive(Default)]
+/// The object's sockets: their state, live pulls and flow control, in memory, rebuilt from the
+/// stored state ([`SocketStates`]) on first use after a wake-up. Every change of a socket's
+/// state is stored before it takes effect.
 pub(super) struct Sockets {
+    states: SocketStates,
     registry: RefCell<Registry>,
 }
 
 impl Sockets {
-    fn load(state: &State, registry: &mut Registry) {
+    /// The sockets of an object whose SQLite is `sql`.
+    pub fn new(sql: SqlStorage) -> Self {
+        Sockets {
+            states: SocketStates::new(sql),
+            registry: RefCell::default(),
+        }
+    }
+
+    /// Fills the registry from the object's sockets and their stored state, once. A socket
+    /// whose state is missing is closed (its client reconnects); stored state without a socket
+    /// is removed.
+    fn load(&self, state: &State, registry: &mut Registry) {
         if registry.loaded {
             return;
         }
-        for ws in state.get_websockets() {
-            let Some(mut attachment) = read_attachment(&ws) else {
-                continue;
-            };
-            if attachment.conn.is_empty() {
-                attachment.conn = new_conn_id();
-                write_attachment(&ws, &attachment);
+        let mut saved = match self.states.load() {
+            Ok(saved) => saved,
+            Err(e) => {
+                // Left unloaded: the next use tries again.
+                worker::console_error!("reading the sockets' state failed: {e}");
+                return;
             }
-            registry
-                .by_conn
-                .insert(attachment.conn, Socket::new(ws, attachment.live));
+        };
+        for ws in state.get_websockets() {
+            let conn = conn_of(&ws).unwrap_or_default();
+            match saved.remove(&conn) {
+                Some(state) if !conn.is_empty() => {
+                    registry.by_conn.insert(conn, Socket::new(ws, state));
+                }
+                _ => {
+                    let _ = ws.close(Some(CLOSE_STATE_LOST), Some(STATE_LOST));
+                }
+            }
+        }
+        for conn in saved.keys() {
+            if let Err(e) = self.states.remove(conn) {
+                worker::console_error!("removing the state of a closed socket failed: {e}");
+            }
         }
         registry.loaded = true;
     }
 
-    /// Accepts a new socket of `store_id` (hibernatable), with its state.
-    pub fn accept(
-        &self,
-        state: &State,
-        ws: WebSocket,
-        store_id: &str,
-        payload: Option<serde_json::Value>,
-        headers: BTreeMap<String, String>,
-    ) {
+    /// Accepts a new socket (hibernatable) with the hook context of its connection. `Err` when
+    /// its state cannot be stored: the socket is then closed.
+    pub fn accept(&self, state: &State, ws: WebSocket, context: HookContext) -> Result<(), String> {
+        let conn = new_conn_id();
+        self.states
+            .save(&conn, &context)
+            .map_err(|e| e.to_string())?;
         state.accept_web_socket(&ws);
-        let attachment = Attachment {
-            conn: new_conn_id(),
-            store_id: store_id.to_owned(),
-            payload,
-            live: Vec::new(),
-            headers,
-        };
-        write_attachment(&ws, &attachment);
+        if let Err(e) = write_attachment(&ws, &conn) {
+            let _ = ws.close(Some(CLOSE_STATE_LOST), Some(STATE_LOST));
+            let _ = self.states.remove(&conn);
+            return Err(e);
+        }
         let mut registry = self.registry.borrow_mut();
         if registry.loaded {
-            registry
-                .by_conn
-                .insert(attachment.conn, Socket::new(ws, Vec::new()));
+            let saved = Saved {
+                context,
+                live: Vec::new(),
+            };
+            registry.by_conn.insert(conn, Socket::new(ws, saved));
         }
+        Ok(())
     }
 
-    /// The connection id and hook context of a socket, from its attachment.
-    pub fn connection(&self, state: &State, ws: &WebSocket) -> Option<(String, HookContext)> {
-        let attachment = read_attachment(ws)?;
+    /// The connection id and hook context of a socket.
+    pub fn connection(&self, state: &State, ws: &WebSocket) -> Option<(String, Rc<HookContext>)> {
+        let conn = conn_of(ws)?;
         let mut registry = self.registry.borrow_mut();
-        Sockets::load(state, &mut registry);
-        if attachment.conn.is_empty() || !registry.by_conn.contains_key(&attachment.conn) {
-            // An attachment from before connection ids, or a socket the registry lost: read
-            // the sockets again.
-            registry.loaded = false;
-            Sockets::load(state, &mut registry);
-            let conn = read_attachment(ws)?.conn;
-            return Some((conn, attachment.context()));
-        }
-        Some((attachment.conn.clone(), attachment.context()))
+        self.load(state, &mut registry);
+        registry
+            .by_conn
+            .get(&conn)
+            .map(|socket| (conn.clone(), socket.context.clone()))
     }
 
     /// Sends a frame of request `id` under flow control; waits until it is sent. `Err` when the
@@ -277,7 +254,7 @@ impl Sockets {
         let (tx, rx) = oneshot::channel();
         {
             let mut registry = self.registry.borrow_mut();
-            Sockets::load(state, &mut registry);
+            self.load(state, &mut registry);
             let Some(socket) = registry.by_conn.get_mut(conn) else {
                 return Err(Gone);
             };
@@ -309,55 +286,66 @@ impl Sockets {
         if text != canonical_ack(id) {
             count_ack(ws, id);
         }
-        let Some(attachment) = read_attachment(ws) else {
+        let Some(conn) = conn_of(ws) else {
             return;
         };
         let mut registry = self.registry.borrow_mut();
-        if let Some(socket) = registry.by_conn.get_mut(&attachment.conn) {
+        if let Some(socket) = registry.by_conn.get_mut(&conn) {
             if socket.flush().is_err() {
-                registry.by_conn.remove(&attachment.conn);
+                registry.by_conn.remove(&conn);
             }
         }
     }
 
-    /// Registers live pull `id` of a socket.
-    pub fn subscribe(&self, conn: &str, ws: &WebSocket, id: &RequestId) {
-        if let Some(mut attachment) = read_attachment(ws) {
-            if !attachment.live.contains(id) {
-                attachment.live.push(id.clone());
-            }
-            write_attachment(ws, &attachment);
-        }
+    /// Registers live pull `id` of connection `conn`; stored first, so it survives hibernation.
+    pub fn subscribe(&self, conn: &str, id: &RequestId) -> Result<(), SyncError> {
         let mut registry = self.registry.borrow_mut();
-        if let Some(socket) = registry.by_conn.get_mut(conn) {
-            if !socket.live.contains(id) {
-                socket.live.push(id.clone());
-            }
+        let Some(socket) = registry.by_conn.get_mut(conn) else {
+            return Err(SyncError::unknown("ConnectionLost", STATE_LOST));
+        };
+        if socket.live.contains(id) {
+            return Ok(());
         }
+        self.states
+            .add_live(conn, id)
+            .map_err(|e| SyncError::unknown("StorageError", e.to_string()))?;
+        socket.live.push(id.clone());
+        Ok(())
     }
 
     /// The client interrupted request `id`: no more frames for it.
     pub fn interrupt(&self, ws: &WebSocket, id: &RequestId) {
-        let Some(mut attachment) = read_attachment(ws) else {
+        let Some(conn) = conn_of(ws) else {
             return;
         };
-        attachment.live.retain(|live| live != id);
-        write_attachment(ws, &attachment);
         let mut registry = self.registry.borrow_mut();
-        if let Some(socket) = registry.by_conn.get_mut(&attachment.conn) {
-            socket.live.retain(|live| live != id);
-            // Dropped unsent: a waiting catch-up of this id sees its client gone.
-            drop(socket.outbox.forget(&id.to_json()));
-            if socket.flush().is_err() {
-                registry.by_conn.remove(&attachment.conn);
+        let Some(socket) = registry.by_conn.get_mut(&conn) else {
+            return;
+        };
+        if socket.live.contains(id) {
+            if let Err(e) = self.states.remove_live(&conn, id) {
+                // Kept in storage, it comes back after a wake-up: a live pull the client has
+                // let go of, whose frames it ignores.
+                worker::console_error!("removing a live pull from storage failed: {e}");
             }
+            socket.live.retain(|live| live != id);
+        }
+        // Dropped unsent: a waiting catch-up of this id sees its client gone.
+        drop(socket.outbox.forget(&id.to_json()));
+        if socket.flush().is_err() {
+            registry.by_conn.remove(&conn);
         }
     }
 
-    /// The socket closed or failed.
+    /// The socket closed or failed: its state goes.
     pub fn forget(&self, ws: &WebSocket) {
-        if let Some(attachment) = read_attachment(ws) {
-            self.registry.borrow_mut().by_conn.remove(&attachment.conn);
+        let Some(conn) = conn_of(ws) else {
+            return;
+        };
+        self.registry.borrow_mut().by_conn.remove(&conn);
+        if let Err(e) = self.states.remove(&conn) {
+            // Removed at the next wake-up, which finds no socket for it.
+            worker::console_error!("removing a closed socket's state failed: {e}");
         }
     }
 
@@ -365,7 +353,7 @@ impl Sockets {
     /// encoded once and handed to JS once, whatever the number of sockets and pull ids.
     pub fn broadcast(&self, state: &State, pages: &[PullPage]) {
         let mut registry = self.registry.borrow_mut();
-        Sockets::load(state, &mut registry);
+        self.load(state, &mut registry);
         if registry
             .by_conn
             .values()
@@ -474,25 +462,10 @@ fn chunk_prefix(id: &RequestId) -> String {
     )
 }
 
-/// A random connection id (see [`Attachment::conn`]).
-fn new_conn_id() -> String {
-    static FALLBACK: AtomicU64 = AtomicU64::new(0);
-    let mut random = [0u8; 12];
-    if getrandom::getrandom(&mut random).is_err() {
-        // Without crypto randomness: the clock and a counter, unique within the isolate.
-        let now = js_sys::Date::now().to_bits().to_le_bytes();
-        let count = FALLBACK.fetch_add(1, Ordering::Relaxed).to_le_bytes();
-        random[..8].copy_from_slice(&now);
-        random[8..].copy_from_slice(&count[..4]);
-    }
-    random.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The replies of one RPC on a socket.
 pub(super) struct WsReply<'a> {
     pub state: &'a State,
     pub sockets: &'a Sockets,
-    pub ws: &'a WebSocket,
     pub conn: &'a str,
     pub id: &'a RequestId,
 }
@@ -513,7 +486,6 @@ impl Reply for WsReply<'_> {
     }
 
     fn subscribe(&mut self, id: &RequestId, _request: &PullRequest) -> Result<(), SyncError> {
-        self.sockets.subscribe(self.conn, self.ws, id);
-        Ok(())
+        self.sockets.subscribe(self.conn, id)
     }
 }

@@ -26,7 +26,8 @@ struct Context {
     backend_id: String,
 }
 
-fn sql_error(context: &str) -> impl Fn(worker::Error) -> StorageError + '_ {
+/// Maps a failed SQL call on an object's SQLite to a storage error naming what it did.
+pub(crate) fn sql_error(context: &str) -> impl Fn(worker::Error) -> StorageError + '_ {
     move |e| StorageError(format!("DO SQLite {context}: {e}"))
 }
 

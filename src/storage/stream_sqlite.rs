@@ -2,6 +2,7 @@
 //! JSON), the messages by position, and the producers' fencing state. A commit is one
 //! `transactionSync`: messages, metadata and producer state together or not at all.
 
+use super::do_sqlite::sql_error;
 use crate::durable_streams::meta::{ClosedBy, ForkInfo, Meta, StreamMeta};
 use crate::faults::CrashPoint;
 use crate::stream::producer::ProducerState;
@@ -23,10 +24,6 @@ const READ: &str =
 
 /// Messages per insert statement (two bound values each, under SQLite's limits).
 const INSERT_ROWS: usize = 50;
-
-fn sql_error(context: &'static str) -> impl Fn(worker::Error) -> StorageError {
-    move |e| StorageError(format!("DO SQLite {context}: {e}"))
-}
 
 /// Safe integers (positions, epochs, times) as SQLite integers: exact.
 fn int(value: u64) -> SqlStorageValue {

@@ -24,7 +24,12 @@ const call = async (base, method, action, body, timeoutMs) => {
 
 /** Throws with the client's error unless the answer is ok. */
 const must = (action) => (res) => {
-  if (!res.ok) throw new Error(`TestClientDO ${action} failed: ${JSON.stringify(res.error ?? res).slice(0, 2_000)}`)
+  if (!res.ok) {
+    // Schema errors put the path first and the offending value last: keep both ends.
+    const error = JSON.stringify(res.error ?? res)
+    const shown = error.length > 4_000 ? `${error.slice(0, 1_500)} … ${error.slice(-2_500)}` : error
+    throw new Error(`TestClientDO ${action} failed: ${shown}`)
+  }
   return res
 }
 

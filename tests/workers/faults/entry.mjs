@@ -12,6 +12,10 @@
 // An armed point fires once, at its next hit in that isolate: an async one logs
 // `FAULT-INJECTION stalled at <name>` and stalls until the test SIGKILLs the runtime, a synchronous
 // one (inside a transaction) fails it and logs what it had written.
+//
+//   GET /__faults/instance?store=<storeId>   → {"instance": "<id>"}: an id the store's SyncBackendDO
+//                                              drew when it was constructed, so a test sees the object
+//                                              evicted (hibernated) and constructed again
 // Everything else goes to the Rust Worker unchanged.
 
 import { WorkerEntrypoint } from 'cloudflare:workers'
@@ -23,8 +27,15 @@ import { makeSyncBackendDO } from '../../../client-ts/src/sync-backend-do.ts'
 const armFault = (point) => RustWorker.prototype.armFault(point)
 
 export class SyncBackendDO extends makeSyncBackendDO(RustSyncBackendDO) {
+  constructor(ctx, env) {
+    super(ctx, env)
+    this.instance = crypto.randomUUID()
+  }
   armFault(point) {
     armFault(point)
+  }
+  instanceId() {
+    return this.instance
   }
 }
 
@@ -49,6 +60,10 @@ export default class FaultsWorker extends WorkerEntrypoint {
         return new Response(String(e?.message ?? e), { status: 400 })
       }
       return new Response(null, { status: 204 })
+    }
+    if (url.pathname === '/__faults/instance' && url.searchParams.has('store')) {
+      const store = this.env.SYNC_BACKEND_DO.getByName(url.searchParams.get('store'))
+      return Response.json({ instance: await store.instanceId() })
     }
     return new RustWorker(this.ctx, this.env).fetch(request)
   }
