@@ -15,11 +15,11 @@ use crate::livestore::options::HookContext;
 use crate::livestore::outbox::{Outbox, Overflow};
 use crate::livestore::service::{LiveMode, Reply};
 use crate::livestore::sync::Gone;
-use crate::livestore::wire::{PullRequest, RequestId, SyncError};
+use crate::livestore::wire::{encode_interrupted, PullRequest, RequestId, SyncError};
 use futures_channel::oneshot;
 use js_sys::JsString;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -31,6 +31,8 @@ const CLOSE_TOO_SLOW: u16 = 1013;
 /// reconnects.
 const CLOSE_STATE_LOST: u16 = 1011;
 const STATE_LOST: &str = "connection state lost; reconnect";
+/// How many interrupted request ids a socket remembers (ids only grow, so the latest matter).
+const INTERRUPTED_KEPT: usize = 256;
 
 /// How every `Chunk` frame starts (see `encode_chunk`).
 const CHUNK_TAG: &str = r#"{"_tag":"Chunk""#;
@@ -85,6 +87,8 @@ struct Socket {
     outbox: Outbox<Pending>,
     /// What `ws.__wake` was last set to.
     wake: bool,
+    /// The requests the client interrupted lately: they send nothing more.
+    interrupted: VecDeque<RequestId>,
 }
 
 impl Socket {
@@ -95,6 +99,7 @@ impl Socket {
             live: saved.live,
             outbox: Outbox::default(),
             wake: false,
+            interrupted: VecDeque::new(),
         }
     }
 }
@@ -258,6 +263,9 @@ impl Sockets {
             let Some(socket) = registry.by_conn.get_mut(conn) else {
                 return Err(Gone);
             };
+            if socket.interrupted.contains(id) {
+                return Err(Gone);
+            }
             // The client Acks chunks only: anything else goes in order but takes no room.
             let chunk = text.starts_with(CHUNK_TAG);
             let size = text.len();
@@ -313,7 +321,8 @@ impl Sockets {
         Ok(())
     }
 
-    /// The client interrupted request `id`: no more frames for it.
+    /// The client interrupted request `id`: no more frames for it, and, if it was still
+    /// running (a live pull, or frames on their way), its `Exit` (an interruption).
     pub fn interrupt(&self, ws: &WebSocket, id: &RequestId) {
         let Some(conn) = conn_of(ws) else {
             return;
@@ -322,16 +331,32 @@ impl Sockets {
         let Some(socket) = registry.by_conn.get_mut(&conn) else {
             return;
         };
-        if socket.live.contains(id) {
+        let id_json = id.to_json();
+        let live = socket.live.contains(id);
+        let running = live || socket.outbox.has(&id_json);
+        if live {
             if let Err(e) = self.states.remove_live(&conn, id) {
                 // Kept in storage, it comes back after a wake-up: a live pull the client has
                 // let go of, whose frames it ignores.
                 worker::console_error!("removing a live pull from storage failed: {e}");
             }
-            socket.live.retain(|live| live != id);
+            socket.live.retain(|other| other != id);
         }
-        // Dropped unsent: a waiting catch-up of this id sees its client gone.
-        drop(socket.outbox.forget(&id.to_json()));
+        // Dropped unsent: a waiting catch-up of this id sees its client gone, and so does one
+        // that would send later.
+        drop(socket.outbox.forget(&id_json));
+        if !socket.interrupted.contains(id) {
+            if socket.interrupted.len() == INTERRUPTED_KEPT {
+                socket.interrupted.pop_front();
+            }
+            socket.interrupted.push_back(id.clone());
+        }
+        if running {
+            socket.outbox.enqueue_uncounted(Pending {
+                frame: Frame::Text(encode_interrupted(id)),
+                sent: None,
+            });
+        }
         if socket.flush().is_err() {
             registry.by_conn.remove(&conn);
         }

@@ -194,6 +194,11 @@ impl<T> Outbox<T> {
             .collect()
     }
 
+    /// Whether request `id` has frames in flight or waiting.
+    pub fn has(&self, id: &str) -> bool {
+        self.in_flight.contains_key(id) || self.queue.iter().any(|q| q.counted && q.id == id)
+    }
+
     /// Bytes in flight (for tests and metrics).
     pub fn in_flight_bytes(&self) -> usize {
         self.in_flight_bytes
@@ -317,7 +322,9 @@ mod tests {
         outbox.enqueue("1", 3 * MB, Some(1), 2).unwrap();
         outbox.enqueue("2", 3 * MB, Some(1), 3).unwrap();
         assert_eq!(drain(&mut outbox), [1]);
+        assert!(outbox.has("1") && outbox.has("2") && !outbox.has("3"));
         assert_eq!(outbox.forget("1"), [2]);
+        assert!(!outbox.has("1"));
         assert_eq!(drain(&mut outbox), [3]);
         assert_eq!(outbox.in_flight_bytes(), 3 * MB);
     }

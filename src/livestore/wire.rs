@@ -375,6 +375,16 @@ pub fn encode_die(id: &RequestId, message: &str) -> String {
     encode_failed_exit(id, &format!(r#"{{"_tag":"Die","defect":{defect}}}"#))
 }
 
+/// The end of a request the client interrupted (an `Interrupt` cause, by no fiber in
+/// particular).
+pub fn encode_interrupted(id: &RequestId) -> String {
+    let cause = match id.flavor() {
+        Flavor::Effect3 => r#"{"_tag":"Interrupt","fiberId":{"_tag":"None"}}"#,
+        Flavor::Effect4 => r#"{"_tag":"Interrupt","fiberId":-1}"#,
+    };
+    encode_failed_exit(id, cause)
+}
+
 /// A failed `Exit` with one cause: a tree for Effect 3, an array for Effect 4.
 fn encode_failed_exit(id: &RequestId, cause: &str) -> String {
     let cause = match id.flavor() {
@@ -704,6 +714,18 @@ mod tests {
         assert_eq!(
             as_json(&encode_die(&RequestId::Number(2), "x"))["exit"]["cause"],
             json!([{"_tag":"Die","defect":"x"}])
+        );
+    }
+
+    #[test]
+    fn interrupted_requests() {
+        assert_eq!(
+            as_json(&encode_interrupted(&RequestId::Text("4".into()))),
+            json!({"_tag":"Exit","requestId":"4","exit":{"_tag":"Failure","cause":{"_tag":"Interrupt","fiberId":{"_tag":"None"}}}})
+        );
+        assert_eq!(
+            as_json(&encode_interrupted(&RequestId::Number(4))),
+            json!({"_tag":"Exit","requestId":4,"exit":{"_tag":"Failure","cause":[{"_tag":"Interrupt","fiberId":-1}]}})
         );
     }
 

@@ -105,12 +105,16 @@ describe('Effect 4 flavor over a raw WebSocket (numeric ids)', () => {
       values: [{ batch: pushed.map((e) => ({ eventEncoded: e, metadata: metadataMatcher() })), pageInfo: { _tag: 'NoMore' }, backendId: expect.any(String) }],
     })
     expect(live.raw).toContain(`"requestId":${liveId},`)
-    // a live pull never ends
+    // a live pull never ends by itself
     expect(raw.messages.some((m) => m.json?._tag === 'Exit' && m.json.requestId === liveId)).toBe(false)
 
-    // Interrupt with the numeric id: no more chunks for it
+    // Interrupt with the numeric id: its Exit, with an array cause, then no more chunks for it
     raw.send({ _tag: 'Interrupt', requestId: liveId })
-    await sleep(300)
+    const exit = await raw.until(() => raw.messages.find((m) => m.json?._tag === 'Exit' && m.json.requestId === liveId), {
+      what: 'the Exit of the interrupted pull',
+    })
+    expect(exit.json.exit).toEqual({ _tag: 'Failure', cause: [{ _tag: 'Interrupt', fiberId: -1 }] })
+    expect(exit.raw).toContain(`"requestId":${liveId},`)
     const afterInterrupt = raw.messages.length
     await pusher.push(makeEvents(5, 5))
     // a marker: a pull on the same socket, answered after the push was handled

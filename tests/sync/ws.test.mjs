@@ -4,7 +4,7 @@
 
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { clientPool } from '../support/livestore-client.mjs'
-import { RawSocket, newRequestId, pullRequest, wsSyncUrl } from '../support/raw-ws.mjs'
+import { RawSocket, newRequestId, pullRequest, pushRequest, wsSyncUrl } from '../support/raw-ws.mjs'
 import {
   chunksOf,
   isIsoTimestamp,
@@ -154,5 +154,52 @@ describe('ws sync with the real LiveStore client', () => {
       // the stored createdAt is what pulls report as metadata
       expect(pulled[i].metadata.value.createdAt).toBe(row.createdAt)
     })
+  })
+})
+
+describe('Interrupt of a live pull (raw socket, Effect 3 ids)', () => {
+  test('ends it with an interrupted Exit, stops its deliveries, forgets it in storage; other pulls go on', async () => {
+    const storeId = uniqueStoreId('interrupt')
+    const raw = await RawSocket.open(wsSyncUrl(worker.url, storeId))
+    try {
+      // Acks every chunk, as the real client does.
+      let seen = 0
+      raw.listeners.add(() => {
+        for (; seen < raw.messages.length; seen++) {
+          const frame = raw.messages[seen].json
+          if (frame?._tag === 'Chunk') raw.send({ _tag: 'Ack', requestId: frame.requestId })
+        }
+      })
+      const [stopped, kept] = [newRequestId(), newRequestId()]
+      raw.send(pullRequest(stopped, storeId, { live: true }))
+      raw.send(pullRequest(kept, storeId, { live: true }))
+      const chunksFor = (id, from = 0) => raw.messages.slice(from).filter((m) => m.json?._tag === 'Chunk' && m.json.requestId === id)
+      await raw.until(() => (chunksFor(stopped).length > 0 && chunksFor(kept).length > 0 ? true : undefined), { what: 'both catch-ups' })
+      const live = async () =>
+        (await worker.doSql(storeId, { sql: 'SELECT requestId FROM ws_live_pulls ORDER BY rowid', ifTable: 'ws_live_pulls' })).rows.map((r) => JSON.parse(r.requestId))
+      expect(await live()).toEqual([stopped, kept])
+
+      raw.send({ _tag: 'Interrupt', requestId: stopped })
+      const exit = await raw.until(() => raw.messages.find((m) => m.json?._tag === 'Exit' && m.json.requestId === stopped), {
+        what: 'the Exit of the interrupted pull',
+      })
+      expect(exit.json.exit).toEqual({ _tag: 'Failure', cause: { _tag: 'Interrupt', fiberId: { _tag: 'None' } } })
+      expect(await live()).toEqual([kept])
+      // An Interrupt for a request that is not running gets no answer.
+      raw.send({ _tag: 'Interrupt', requestId: stopped })
+      raw.send({ _tag: 'Interrupt', requestId: '999999999' })
+
+      const from = raw.messages.length
+      const pushed = await raw.request(pushRequest(newRequestId(), storeId, makeEvents(1, 1)))
+      expect(pushed.exit._tag).toBe('Success')
+      await raw.until(() => (chunksFor(kept, from).length > 0 ? true : undefined), { what: 'the live chunk of the kept pull' })
+      // A marker answered after the broadcast: nothing more came for the interrupted pull.
+      await raw.request(pullRequest(newRequestId(), storeId))
+      expect(chunksFor(stopped, from)).toEqual([])
+      expect(raw.messages.filter((m) => m.json?._tag === 'Exit' && m.json.requestId === stopped)).toHaveLength(1)
+      expect(raw.messages.some((m) => m.json?._tag === 'Exit' && m.json.requestId === '999999999')).toBe(false)
+    } finally {
+      raw.terminate()
+    }
   })
 })
