@@ -17,6 +17,7 @@ use crate::livestore::wire::{
     encode_do_rpc_reply, with_rpc_request_id, ClientMessage, DecodeError, PullRequest, RequestId,
     Rpc, SyncError,
 };
+use crate::stream::SeqNum;
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -120,7 +121,12 @@ impl Reply for DoRpcReply<'_> {
         }
     }
 
-    fn subscribe(&mut self, id: &RequestId, request: &PullRequest) -> Result<(), SyncError> {
+    fn subscribe(
+        &mut self,
+        id: &RequestId,
+        request: &PullRequest,
+        at: SeqNum,
+    ) -> Result<(), SyncError> {
         let Some(rpc_context) = &request.rpc_context else {
             return Ok(());
         };
@@ -131,6 +137,7 @@ impl Reply for DoRpcReply<'_> {
                 &request.store_id,
                 id,
                 request.payload.as_ref(),
+                at,
             )
             .map_err(|e| SyncError::unknown("StorageError", format!("subscribe: {e}")))
     }

@@ -12,6 +12,7 @@ use crate::livestore::wire::{
     decode_client_message, encode_defect, ClientMessage, DecodeError, PullRequest, RequestId,
     SyncError,
 };
+use crate::stream::SeqNum;
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -134,7 +135,12 @@ impl Reply for HttpReply {
         LiveMode::End
     }
 
-    fn subscribe(&mut self, _: &RequestId, _: &PullRequest) -> std::result::Result<(), SyncError> {
+    fn subscribe(
+        &mut self,
+        _: &RequestId,
+        _: &PullRequest,
+        _: SeqNum,
+    ) -> std::result::Result<(), SyncError> {
         Ok(())
     }
 }

@@ -227,6 +227,9 @@ impl Inner {
         };
         let backend = Rc::new(SyncBackend::new(store_id.clone(), backend_id, events));
         *self.backend.borrow_mut() = Some(backend.clone());
+        // After a start or a wake-up: DO-RPC subscribers get what they are owed.
+        self.subscriptions
+            .kick(backend.clone(), |pump| self.state.wait_until(pump));
         Ok(backend)
     }
 
@@ -282,13 +285,14 @@ impl Publisher for Inner {
         now_iso()
     }
 
-    /// The live pages of an accepted push go to every live pull of every socket, and are queued
-    /// for the DO-RPC subscribers.
+    /// The live pages of an accepted push go to every live pull of every socket; DO-RPC
+    /// subscribers are fed from the log by their pump.
     fn publish(&self, pages: Vec<PullPage>) {
-        let json: Vec<String> = pages.iter().map(|p| p.json.clone()).collect();
-        self.subscriptions
-            .publish(&json, |pump| self.state.wait_until(pump));
         self.sockets.broadcast(&self.state, &pages);
+        if let Some(backend) = self.backend.borrow().clone() {
+            self.subscriptions
+                .kick(backend, |pump| self.state.wait_until(pump));
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use crate::livestore::outbox::{Outbox, Overflow};
 use crate::livestore::service::{LiveMode, Reply};
 use crate::livestore::sync::Gone;
 use crate::livestore::wire::{encode_interrupted, PullRequest, RequestId, SyncError};
+use crate::stream::SeqNum;
 use futures_channel::oneshot;
 use js_sys::JsString;
 use std::cell::RefCell;
@@ -510,7 +511,12 @@ impl Reply for WsReply<'_> {
         }
     }
 
-    fn subscribe(&mut self, id: &RequestId, _request: &PullRequest) -> Result<(), SyncError> {
+    fn subscribe(
+        &mut self,
+        id: &RequestId,
+        _request: &PullRequest,
+        _at: SeqNum,
+    ) -> Result<(), SyncError> {
         self.sockets.subscribe(self.conn, id)
     }
 }

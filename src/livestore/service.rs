@@ -10,6 +10,7 @@ use super::wire::{
     encode_chunk, encode_failure, encode_stream_end, encode_success, Defect, PullRequest,
     PushRequest, RequestId, Rpc, SyncError, HTTP_PONG_VALUE, PUSH_ACK_VALUE,
 };
+use crate::stream::SeqNum;
 
 /// What a pull becomes once it has caught up.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -40,7 +41,12 @@ pub trait Reply {
 
     /// Registers live pull `id` (for [`LiveMode::Stream`] and [`LiveMode::Callback`]). Called
     /// with appends held off, so the subscriber misses nothing and sees nothing twice.
-    fn subscribe(&mut self, id: &RequestId, request: &PullRequest) -> Result<(), SyncError>;
+    fn subscribe(
+        &mut self,
+        id: &RequestId,
+        request: &PullRequest,
+        at: SeqNum,
+    ) -> Result<(), SyncError>;
 }
 
 /// What an accepted push needs from its object: the time it is stored with, and the live readers
@@ -123,8 +129,8 @@ async fn pull<S: EventLogStore>(
         let reached = backend.catch_up(after, &mut chunks).await?;
         if mode != LiveMode::End {
             backend
-                .go_live(reached, &mut chunks, |chunks| {
-                    chunks.reply.subscribe(id, request)
+                .go_live(reached, &mut chunks, |chunks, at| {
+                    chunks.reply.subscribe(id, request, at)
                 })
                 .await?;
         }
@@ -241,7 +247,12 @@ mod tests {
         fn live_mode(&self, _request: &PullRequest) -> LiveMode {
             self.mode
         }
-        fn subscribe(&mut self, id: &RequestId, _: &PullRequest) -> Result<(), SyncError> {
+        fn subscribe(
+            &mut self,
+            id: &RequestId,
+            _: &PullRequest,
+            _: SeqNum,
+        ) -> Result<(), SyncError> {
             self.subscribed.push(id.clone());
             Ok(())
         }

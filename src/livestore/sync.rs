@@ -156,15 +156,42 @@ impl<S: EventLogStore> SyncBackend<S> {
         Ok(())
     }
 
+    /// The position of the last event stored.
+    pub async fn head(&self) -> Result<SeqNum, SyncError> {
+        self.log.tail().await.map_err(storage_error)
+    }
+
+    /// The live pages (`NoMore`, as broadcasts have them) of the events after `after`, up to the
+    /// head, from one storage read at most: what a subscriber that got everything up to `after`
+    /// is owed next. Empty when it is at the head.
+    pub async fn live_pages_after(&self, after: SeqNum) -> Result<Vec<PullPage>, SyncError> {
+        let head = self.head().await?;
+        if head <= after {
+            return Ok(Vec::new());
+        }
+        let events = self
+            .log
+            .read(after, head, Budget::PAGE)
+            .await
+            .map_err(storage_error)?;
+        let mut builder = ResponseBuilder::live(&self.backend_id);
+        let mut pages = Vec::new();
+        for event in &events {
+            builder.push(event.to_batch_item_json(), &mut |page| pages.push(page));
+        }
+        builder.finish(&mut |page| pages.push(page));
+        Ok(pages)
+    }
+
     /// Turns a catch-up that reached `reached` into a live pull: sends what was appended since
-    /// (`NoMore` pages) and calls `subscribe` with appends held off, so the subscriber misses
-    /// nothing and sees nothing twice or out of order. The sink is waited on without holding
+    /// (`NoMore` pages) and calls `subscribe` with appends held off and the position it is at
+    /// (the head), so the subscriber misses nothing and sees nothing twice or out of order. The sink is waited on without holding
     /// appends off, except for what a few rounds of catching up could not absorb.
     pub async fn go_live<K: PageSink>(
         &self,
         mut reached: SeqNum,
         sink: &mut K,
-        subscribe: impl FnOnce(&mut K) -> Result<(), SyncError>,
+        subscribe: impl FnOnce(&mut K, SeqNum) -> Result<(), SyncError>,
     ) -> Result<(), Stop> {
         let mut round = 0;
         loop {
@@ -173,7 +200,7 @@ impl<S: EventLogStore> SyncBackend<S> {
             if head == reached || round == CATCH_UP_ROUNDS {
                 let live = ResponseBuilder::live(&self.backend_id);
                 self.send_range(reached, head, live, sink).await?;
-                subscribe(sink)?;
+                subscribe(sink, head)?;
                 return Ok(());
             }
             drop(writer);
@@ -573,6 +600,30 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_subscriber_is_owed_the_live_pages_after_its_position() {
+        let b = backend();
+        push(&b, 1, 3, 1);
+        push(&b, 4, 5, 1);
+        let owed = |after: u64| {
+            let pages = block_on(b.live_pages_after(SeqNum::new(after).unwrap())).unwrap();
+            let values: Vec<Value> = pages
+                .iter()
+                .map(|p| serde_json::from_str::<Value>(&p.json).unwrap())
+                .collect();
+            assert!(values
+                .iter()
+                .all(|v| v["pageInfo"] == json!({"_tag":"NoMore"})));
+            let events: usize = pages.iter().map(|p| p.events).sum();
+            assert_eq!(events, seqs(&values).len());
+            seqs(&values)
+        };
+        assert_eq!(owed(0), vec![1, 2, 3, 4, 5]);
+        assert_eq!(owed(3), vec![4, 5]);
+        assert_eq!(owed(5), Vec::<u64>::new());
+        assert_eq!(block_on(b.head()).unwrap(), SeqNum::new(5).unwrap());
+    }
+
+    #[test]
     fn going_live_sends_what_was_appended_since_the_catch_up() {
         let b = backend();
         push(&b, 1, 2, 1);
@@ -580,7 +631,8 @@ pub(crate) mod tests {
         push(&b, 3, 4, 1);
         let mut sink = Pages::default();
         let mut subscribed = false;
-        block_on(b.go_live(reached, &mut sink, |_| {
+        block_on(b.go_live(reached, &mut sink, |_, at| {
+            assert_eq!(at, SeqNum::new(4).unwrap());
             subscribed = true;
             Ok(())
         }))

@@ -131,7 +131,7 @@ describe('live updates through syncUpdateRpc', () => {
     expect(wsLive.events().map(normalizeEvent)).toEqual(all.map(normalizeEvent))
   })
 
-  test('pipelined pushes (10 requests sent at once on one socket) reach subscribers one call each, in push order', async () => {
+  test('pipelined pushes (10 requests sent at once on one socket) reach subscribers in push order, every event once', async () => {
     const storeId = uniqueStoreId('dorpc-order')
     const subs = [newClientDo('order-a'), newClientDo('order-b')]
     for (const c of subs) await c.live(storeId)
@@ -147,14 +147,16 @@ describe('live updates through syncUpdateRpc', () => {
       }, { what: 'the 10 push acks' })
       expect(exits).toEqual(ids.map(() => ({ _tag: 'Success', value: {} })))
 
+      // Updates are read from the log after each subscriber's cursor, so one call may carry the
+      // events of several pushes; each event comes once, in order.
       for (const c of subs) {
-        const records = await c.waitForRecords((r) => r.length >= 10, { what: '10 calls' })
-        expect(records.map((r) => recordedEvents([r]).map((e) => e.seqNum))).toEqual(events.map((e) => [e.seqNum]))
-        expect(records.every((r) => r.outcome === 'handled')).toBe(true)
         expect(eventsOf(await c.waitForLiveEvents(storeId, 10))).toEqual(events)
+        const records = await c.waitForRecords((r) => recordedEvents(r).length >= 10, { what: 'the 10 events' })
+        expect(recordedEvents(records).map((e) => e.seqNum)).toEqual(events.map((e) => e.seqNum))
+        expect(records.every((r) => r.outcome === 'handled')).toBe(true)
       }
       await sleep(500)
-      for (const c of subs) expect((await c.records()).count).toBe(10)
+      for (const c of subs) expect(recordedEvents((await c.records()).records).map((e) => e.seqNum)).toEqual(events.map((e) => e.seqNum))
     } finally {
       raw.terminate()
     }
@@ -191,7 +193,8 @@ describe('live updates through syncUpdateRpc', () => {
 
     let rows = await subscriptions(storeId)
     expect(rows).toEqual([
-      { clientDoId, bindingName: BINDING, storeId, requestId: first, payload: null, subscribedAt: expect.any(Number) },
+      // `delivered`: the subscriber's cursor, the last event it has (here the empty store's head)
+      { clientDoId, bindingName: BINDING, storeId, requestId: first, payload: null, subscribedAt: expect.any(Number), delivered: 0 },
     ])
     expect(rows[0].subscribedAt).toBeGreaterThanOrEqual(before - 60_000)
     expect(rows[0].subscribedAt).toBeLessThanOrEqual(Date.now() + 60_000)
@@ -263,7 +266,7 @@ describe('live updates through syncUpdateRpc', () => {
     expect(recordedEvents(again.slice(2)).map((e) => e.seqNum)).toEqual([6])
   })
 
-  test('a failure marked retryable keeps the subscription: later updates still reach the client', async () => {
+  test('a client that fails with retryable errors gets every update once it recovers, in order and once', async () => {
     const storeId = uniqueStoreId('dorpc-retryable')
     const c = newClientDo('retryable')
     // what the sync DO will see: the error's `retryable` property survives JS RPC
@@ -276,22 +279,27 @@ describe('live updates through syncUpdateRpc', () => {
     await c.setMode('retryable')
     await pusher.push(storeId, makeEvents(1, 1))
     await pusher.push(storeId, makeEvents(2, 2))
-    const records = await c.waitForRecords((r) => r.length >= 2, { what: 'two retryable failures' })
-    expect(records.map((r) => r.outcome)).toEqual(['threw-retryable', 'threw-retryable'])
-    await sleep(500)
-    expect((await subscriptions(storeId)).map((r) => r.clientDoId)).toEqual([clientDoId])
+    // The sync DO calls again (backing off) while the client refuses.
+    const refused = await c.waitForRecords((r) => r.length >= 2, { what: 'two retryable failures' })
+    expect(refused.map((r) => r.outcome)).toEqual(['threw-retryable', 'threw-retryable'])
+    // each call starts where the client's cursor is: at event 1
+    expect(refused.map((r) => recordedEvents([r])[0].seqNum)).toEqual([1, 1])
+    expect((await subscriptions(storeId)).map((r) => [r.clientDoId, r.delivered])).toEqual([[clientDoId, 0]])
 
     await c.setMode('ok')
     await pusher.push(storeId, makeEvents(3, 3))
-    const after = await c.waitForRecords((r) => r.length >= 3, { what: 'a call after recovering' })
-    expect(after[2]).toMatchObject({ mode: 'ok', outcome: 'handled' })
-    // What the client received is what it handled: the update after it recovered, in order and once.
-    // The two it refused are not counted as received (whether they come again is for durable
-    // subscription cursors, not for this test to assume).
-    const handled = recordedEvents(after.filter((r) => r.outcome === 'handled')).map((e) => e.seqNum)
-    expect(handled.at(-1)).toBe(3)
-    expect(handled).toEqual([...new Set(handled)].sort((a, b) => a - b))
-    expect((await subscriptions(storeId)).map((r) => r.clientDoId)).toEqual([clientDoId])
+    const records = await c.waitForRecords((r) => recordedEvents(r.filter((x) => x.outcome === 'handled')).length >= 3, {
+      what: 'every update after recovering',
+      waitMs: 30_000,
+    })
+    const handled = recordedEvents(records.filter((r) => r.outcome === 'handled')).map((e) => e.seqNum)
+    expect(handled).toEqual([1, 2, 3])
+    expect(eventsOf(await c.waitForLiveEvents(storeId, 3)).map((e) => e.seqNum)).toEqual([1, 2, 3])
+    await sleep(500)
+    const all = (await c.records()).records
+    expect(recordedEvents(all.filter((r) => r.outcome === 'handled')).map((e) => e.seqNum)).toEqual([1, 2, 3])
+    expect(all.filter((r) => r.outcome !== 'handled').every((r) => r.outcome === 'threw-retryable')).toBe(true)
+    expect((await subscriptions(storeId)).map((r) => [r.clientDoId, r.delivered])).toEqual([[clientDoId, 3]])
   })
 
   test('a subscription whose binding does not exist is dropped; the push still succeeds and others still get it', async () => {
@@ -469,7 +477,7 @@ describe('raw msgpackr round trips over stub.rpc', () => {
     expect(values.flatMap((v) => v.batch).map((i) => i.eventEncoded.seqNum)).toEqual([1])
     expect(values.at(-1).pageInfo).toEqual({ _tag: 'NoMore' })
     expect(await subscriptions(storeId)).toEqual([
-      { clientDoId, bindingName: BINDING, storeId, requestId: id, payload: null, subscribedAt: expect.any(Number) },
+      { clientDoId, bindingName: BINDING, storeId, requestId: id, payload: null, subscribedAt: expect.any(Number), delivered: 1 },
     ])
 
     const pusher = await openWs(storeId)

@@ -192,4 +192,38 @@ describe('subscriptions across a restart', () => {
     },
     RESTART_TEST_TIMEOUT_MS,
   )
+
+  test(
+    'updates owed when the runtime is SIGKILLed are delivered after the restart: every one, in order, each once',
+    async () => {
+      const storeId = uniqueStoreId('dorpc-kill')
+      const sub = newClientDo('kill-sub')
+      const pusherDo = newClientDo('kill-pusher')
+      const clientDoId = await sub.id()
+      await sub.live(storeId)
+      // The client refuses for now (retryable): the updates stay owed, the cursor at 0.
+      await sub.setMode('retryable')
+      await pusherDo.push(storeId, makeEvents(1, 2))
+      await pusherDo.push(storeId, makeEvents(3, 3))
+      await sub.waitForRecords((r) => r.length >= 1, { what: 'a refused call' })
+      expect((await subscriptions(storeId)).map((r) => [r.clientDoId, r.delivered])).toEqual([[clientDoId, 0]])
+
+      await worker.kill()
+      await worker.start()
+      await sub.setMode('ok')
+
+      // No push: any request that opens the store makes the sync DO deliver what it owes.
+      const ws = await openWs(storeId)
+      expect(eventsOf(await ws.pullAll()).map((e) => e.seqNum)).toEqual([1, 2, 3])
+      const handled = (records) => recordedEvents(records.filter((r) => r.outcome === 'handled')).map((e) => e.seqNum)
+      await sub.waitForRecords((r) => handled(r).length >= 3, { what: 'the owed updates after the restart', waitMs: 30_000 })
+
+      await ws.push(makeEvents(4, 4, { clientId: 'after-kill' }))
+      const records = await sub.waitForRecords((r) => handled(r).length >= 4, { what: 'the next update' })
+      expect(handled(records)).toEqual([1, 2, 3, 4])
+      expect(records.filter((r) => r.outcome !== 'handled').every((r) => r.outcome === 'threw-retryable')).toBe(true)
+      expect((await subscriptions(storeId)).map((r) => [r.clientDoId, r.delivered])).toEqual([[clientDoId, 4]])
+    },
+    RESTART_TEST_TIMEOUT_MS,
+  )
 })
