@@ -70,6 +70,9 @@ pub struct Subscriptions {
     pumping: Cell<bool>,
     /// Appends happened since the pump last read the subscriptions.
     kicked: Cell<bool>,
+    /// Whether any subscription is stored, once known: a push to a store without DO-RPC
+    /// subscribers costs no query. Only this object writes the table.
+    any: Cell<Option<bool>>,
     backoff: RefCell<HashMap<String, Backoff>>,
 }
 
@@ -89,6 +92,7 @@ impl Subscriptions {
             ready: Cell::new(false),
             pumping: Cell::new(false),
             kicked: Cell::new(false),
+            any: Cell::new(None),
             backoff: RefCell::default(),
         })
     }
@@ -104,11 +108,14 @@ impl Subscriptions {
     }
 
     fn stored(&self) -> worker::Result<Vec<Subscription>> {
-        self.exec(
-            "SELECT clientDoId, bindingName, requestId, delivered FROM do_rpc_subscriptions",
-            vec![],
-        )?
-        .to_array()
+        let rows: Vec<Subscription> = self
+            .exec(
+                "SELECT clientDoId, bindingName, requestId, delivered FROM do_rpc_subscriptions",
+                vec![],
+            )?
+            .to_array()?;
+        self.any.set(Some(!rows.is_empty()));
+        Ok(rows)
     }
 
     fn save_cursor(&self, sub: &Subscription, delivered: SeqNum) -> worker::Result<()> {
@@ -134,6 +141,7 @@ impl Subscriptions {
             console_warn!("removing DO-RPC subscription {}: {e}", sub.client_do_id);
         }
         self.backoff.borrow_mut().remove(&sub.client_do_id);
+        self.any.set(None);
     }
 
     /// Subscribes a caller from position `at` (what its catch-up delivered), replacing an
@@ -163,12 +171,16 @@ impl Subscriptions {
         self.backoff
             .borrow_mut()
             .remove(caller.durable_object_id.as_str());
+        self.any.set(Some(true));
         Ok(())
     }
 
     /// The log has grown (or the object has just started): makes sure a pump delivers what
     /// subscribers are owed; `keep_alive` receives the pump so the object lives until it ends.
     pub fn kick(self: &Rc<Self>, backend: Rc<Backend>, keep_alive: impl FnOnce(LocalPump)) {
+        if self.any.get() == Some(false) {
+            return;
+        }
         self.kicked.set(true);
         if !self.pumping.replace(true) {
             let me = self.clone();

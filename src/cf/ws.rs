@@ -404,6 +404,7 @@ impl Sockets {
         let mut gone = Vec::new();
         for (conn, socket) in registry.by_conn.iter_mut() {
             let mut overflow = false;
+            let mut failed = false;
             for id in &socket.live {
                 if !prefixes.contains_key(id) {
                     let prefix = chunk_prefix(id);
@@ -414,6 +415,17 @@ impl Sockets {
                     continue;
                 };
                 for (page_no, size, page) in &shared {
+                    let frame_size = *size + *prefix_len;
+                    if socket.outbox.send_now(id_json, frame_size) {
+                        // The client keeps up: no queue, no page bookkeeping.
+                        if frame_sink(&socket.ws)
+                            .send_js(&prefix.concat(page))
+                            .is_err()
+                        {
+                            failed = true;
+                        }
+                        continue;
+                    }
                     let pending = Pending {
                         frame: Frame::Chunk {
                             prefix: prefix.clone(),
@@ -424,7 +436,7 @@ impl Sockets {
                     if let Err(Overflow) =
                         socket
                             .outbox
-                            .enqueue(id_json, *size + *prefix_len, Some(*page_no), pending)
+                            .enqueue(id_json, frame_size, Some(*page_no), pending)
                     {
                         overflow = true;
                     }
@@ -436,7 +448,7 @@ impl Sockets {
                     Some("the client fell too far behind; reconnect and pull from your cursor"),
                 );
                 gone.push(conn.clone());
-            } else if socket.flush().is_err() {
+            } else if failed || socket.flush().is_err() {
                 gone.push(conn.clone());
             }
         }

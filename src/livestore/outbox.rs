@@ -95,6 +95,30 @@ impl<T> Outbox<T> {
         !self.queue.is_empty() || self.in_flight_frames >= ACK_BATCH
     }
 
+    /// Whether a chunk of `size` bytes for request `id` may go at once (nothing waits and the
+    /// window has room); if so it counts as in flight from now on, and the caller sends it.
+    /// Spares a broadcast the queue and page bookkeeping when the client keeps up.
+    pub fn send_now(&mut self, id: &str, size: usize) -> bool {
+        if !self.queue.is_empty()
+            || (self.in_flight_bytes > 0 && self.in_flight_bytes + size > WINDOW_BYTES)
+        {
+            return false;
+        }
+        self.count_in_flight(id, size);
+        true
+    }
+
+    fn count_in_flight(&mut self, id: &str, size: usize) {
+        self.in_flight_bytes += size;
+        self.in_flight_frames += 1;
+        match self.in_flight.get_mut(id) {
+            Some(sizes) => sizes.push_back(size),
+            None => {
+                self.in_flight.insert(id.to_owned(), VecDeque::from([size]));
+            }
+        }
+    }
+
     /// Queues a frame of `size` bytes for request `id`; `page` names the broadcast page it
     /// carries (frames of one page share it). `Err` when the socket has fallen too far behind.
     pub fn enqueue(
@@ -150,12 +174,7 @@ impl<T> Outbox<T> {
         if !queued.counted {
             return Some(queued.item);
         }
-        self.in_flight_bytes += queued.size;
-        self.in_flight_frames += 1;
-        self.in_flight
-            .entry(queued.id)
-            .or_default()
-            .push_back(queued.size);
+        self.count_in_flight(&queued.id, queued.size);
         Some(queued.item)
     }
 
@@ -313,6 +332,21 @@ mod tests {
             page += 1;
         }
         assert_eq!(page, 8 + (MAX_QUEUED_PAGE_BYTES / 900_000) as u64 - 1);
+    }
+
+    #[test]
+    fn a_chunk_goes_at_once_only_when_nothing_waits_and_the_window_has_room() {
+        let mut outbox: Outbox<u32> = Outbox::default();
+        assert!(outbox.send_now("1", 3 * MB));
+        assert!(!outbox.send_now("1", 2 * MB), "over the window");
+        outbox.enqueue("1", 2 * MB, None, 7).unwrap();
+        assert!(!outbox.send_now("2", 1), "a frame waits: it goes first");
+        assert_eq!(drain(&mut outbox), Vec::<u32>::new());
+        outbox.acked("1", 1);
+        assert_eq!(drain(&mut outbox), [7]);
+        assert!(outbox.send_now("2", MB));
+        assert_eq!(outbox.in_flight_bytes(), 3 * MB);
+        assert!(outbox.has("2"));
     }
 
     #[test]
