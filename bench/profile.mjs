@@ -6,7 +6,8 @@
 // (open it in Chrome DevTools' Performance panel) and prints the functions with the most self
 // time: Rust functions show under their (demangled) names, as the wasm keeps its name section.
 //
-// Environment: SCENARIO (a scenario name of bench/run.mjs), PROFILE_STORAGE (d1 | do-sqlite),
+// Environment: SCENARIO (a scenario name of bench/run.mjs, or several separated by commas: they run
+// in that order on the same Worker, as in `make bench`, and the profile is the last one's), PROFILE_STORAGE (d1 | do-sqlite),
 // PROFILE_TOP (rows printed, default 30), PROFILE_REPEAT (runs of the scenario, default 1; the
 // profile covers the timed part of each).
 
@@ -32,11 +33,12 @@ const SCENARIOS = {
   'streams-catch-up': (ctx) => streamsCatchUp(ctx, { total: 20_000 }),
   'streams-sse': (ctx) => streamsSse(ctx, { readers: 100, appends: 200 }),
 }
-const scenario = process.env.SCENARIO ?? ''
-if (!SCENARIOS[scenario]) {
-  console.error(`SCENARIO must be one of ${Object.keys(SCENARIOS).join(', ')}`)
+const sequence = (process.env.SCENARIO ?? '').split(',').map((s) => s.trim()).filter(Boolean)
+if (sequence.length === 0 || sequence.some((name) => !SCENARIOS[name])) {
+  console.error(`SCENARIO must be one or more (comma-separated) of ${Object.keys(SCENARIOS).join(', ')}`)
   process.exit(2)
 }
+const scenario = sequence.at(-1)
 const storage = process.env.PROFILE_STORAGE ?? 'd1'
 const top = Number(process.env.PROFILE_TOP ?? 30)
 const repeat = Number(process.env.PROFILE_REPEAT ?? 1)
@@ -110,10 +112,14 @@ try {
   }
   const shared = {}
   for (let i = 0; i < repeat; i++) {
-    const ctx = { target: { name: `rust-${storage}` }, baseUrl: worker.url, meter: profiled, shared, capMs: 60_000, seedCapMs: 60_000 }
-    const result = await SCENARIOS[scenario](ctx)
-    await stopping
-    console.log(`${scenario} (${storage}): ${result.figure}  server ${((result.cpu.runtimeCpuS * 1e6) / result.ops).toFixed(1)} µs/${result.opUnit} (workerd)`)
+    for (const [n, name] of sequence.entries()) {
+      // Only the last scenario of the sequence is profiled; the ones before it set the scene.
+      const meterFor = n === sequence.length - 1 ? profiled : meter
+      const ctx = { target: { name: `rust-${storage}` }, baseUrl: worker.url, meter: meterFor, shared, capMs: 60_000, seedCapMs: 60_000 }
+      const result = await SCENARIOS[name](ctx)
+      await stopping
+      console.log(`${name} (${storage}): ${result.figure}  server ${((result.cpu.runtimeCpuS * 1e6) / result.ops).toFixed(1)} µs/${result.opUnit} (workerd)`)
+    }
   }
   session.close()
   const out = path.join(ROOT, '.wrangler', 'bench', `${scenario}-${storage}.cpuprofile`)
