@@ -103,9 +103,13 @@ impl Socket {
             interrupted: VecDeque::new(),
         }
     }
-}
 
-impl Socket {
+    /// Sends a broadcast chunk: the request's prefix joined with the page, for this send only
+    /// (see [`Frame::Chunk`]). Whether the socket took it.
+    fn send_chunk(&self, prefix: &JsString, page: &JsString) -> bool {
+        frame_sink(&self.ws).send_js(&prefix.concat(page)).is_ok()
+    }
+
     /// Counts the Acks the JS wrapper saw (when the outbox wants them), then sends what the
     /// window has room for. `Err` when the socket is gone.
     fn flush(&mut self) -> Result<(), ()> {
@@ -133,9 +137,7 @@ impl Socket {
         while let Some(pending) = self.outbox.pop_ready() {
             let sent = match &pending.frame {
                 Frame::Text(text) => self.ws.send_with_str(text).is_ok(),
-                Frame::Chunk { prefix, page } => {
-                    frame_sink(&self.ws).send_js(&prefix.concat(page)).is_ok()
-                }
+                Frame::Chunk { prefix, page } => self.send_chunk(prefix, page),
             };
             if !sent {
                 return Err(());
@@ -418,12 +420,7 @@ impl Sockets {
                     let frame_size = *size + *prefix_len;
                     if socket.outbox.send_now(id_json, frame_size) {
                         // The client keeps up: no queue, no page bookkeeping.
-                        if frame_sink(&socket.ws)
-                            .send_js(&prefix.concat(page))
-                            .is_err()
-                        {
-                            failed = true;
-                        }
+                        failed |= !socket.send_chunk(prefix, page);
                         continue;
                     }
                     let pending = Pending {
