@@ -4,8 +4,9 @@
 //! - `SYNC_STORAGE`: `d1` (default), `d1:<binding>` or `do-sqlite`
 //! - `SYNC_TRANSPORTS`: enabled transports, default `ws,http,do-rpc`
 //! - `SYNC_CORS`: `true` to answer preflights and add CORS headers (default `false`)
+//! - `ADMIN_SECRET` (a secret): turns on the admin API and dashboard at `/admin/`
 
-use crate::cf::{SyncBackendObject, SyncWorker};
+use crate::cf::{AdminApi, SyncBackendObject, SyncWorker};
 use crate::livestore::options::{Storage, SyncObjectOptions, Transports, WorkerOptions};
 use crate::livestore::wire::{encode_defect, encode_do_rpc_reply};
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -22,6 +23,13 @@ fn var(env: &Env, name: &str) -> Option<String> {
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     if crate::cf::stream_object::is_stream_path(&req.path()) {
         return crate::cf::stream_object::worker_fetch(req, &env).await;
+    }
+    if crate::cf::admin::is_admin_path(&req.path()) {
+        let mut admin = AdminApi::new();
+        if let Some(Ok(storage)) = var(&env, "SYNC_STORAGE").map(|s| Storage::parse(&s)) {
+            admin = admin.storage(storage);
+        }
+        return admin.fetch(req, &env).await;
     }
     let cors = var(&env, "SYNC_CORS").is_some_and(|v| v.trim() == "true");
     SyncWorker::new(WorkerOptions::new().enable_cors(cors))

@@ -14,6 +14,8 @@
 //! - [`storage`]: the stores of logs: SQL shared by the engines; the engines themselves (D1,
 //!   DO SQLite, a stream object's SQLite) need the wasm runtime.
 //!
+//! - [`admin`]: the admin API's routes, bearer check and JSON shapes, and its dashboard page.
+//!
 //! - `cf` (wasm only): the Cloudflare edge and the Rust API for writing a sync Worker
 //!   ([`cf::SyncWorker`], [`cf::SyncBackendObject`], configured with
 //!   [`livestore::options`]); thin adapters that hand requests to the layers above.
@@ -22,6 +24,7 @@
 //! `cargo test`. The feature `default-worker` (on by default) builds the Worker this
 //! repository ships; turn it off to use the crate as a library in your own Worker.
 
+pub mod admin;
 pub mod durable_streams;
 pub mod faults;
 pub mod json_limits;

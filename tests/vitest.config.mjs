@@ -11,6 +11,7 @@ const STORAGE_DEPENDENT = [
   'sync/bad-input.test.mjs',
   'sync/auth.test.mjs',
   'sync/store-stream.test.mjs',
+  'sync/admin.test.mjs',
   'crash/*.test.mjs',
   'load/*.test.mjs',
 ]

@@ -36,10 +36,13 @@
 //! }
 //! ```
 
+pub mod admin;
 mod do_rpc;
 mod http;
+mod registry;
 mod reply;
 mod socket_state;
+mod store_admin;
 mod store_stream;
 pub mod stream_object;
 mod subscriptions;
@@ -47,6 +50,7 @@ mod sync_object;
 mod worker;
 mod ws;
 
+pub use admin::AdminApi;
 pub use sync_object::SyncBackendObject;
 pub use worker::{match_sync_request, SyncWorker, SCHEMA_PATH};
 

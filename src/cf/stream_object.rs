@@ -6,6 +6,7 @@
 //! platform: time and timers, the alarm, and the other streams' objects (a fork's source),
 //! reached through internal paths the Worker never forwards.
 
+use crate::admin::model::{ProducerInfo, StreamInfo};
 use crate::durable_streams::create::MAX_APPEND_BYTES;
 use crate::durable_streams::http::Response as DsResponse;
 use crate::durable_streams::platform::{AcquireRequest, Clock, Config, ForkPoint, Platform};
@@ -348,6 +349,14 @@ impl StreamsObject {
         if let Some(op) = path.strip_prefix(INTERNAL_PREFIX) {
             return internal(&stream, op, &body).await;
         }
+        if path.starts_with(super::registry::REGISTRY_PATH) {
+            let platform = stream.platform();
+            let name = platform.state.id().name();
+            let sql = platform.state.storage().sql();
+            if let Some(response) = super::registry::serve_body(sql, name, &path, &body) {
+                return response;
+            }
+        }
         let mut base = url.clone();
         base.set_query(None);
         let method = req.method().to_string();
@@ -362,6 +371,30 @@ impl StreamsObject {
             .handle(&request)
             .await
             .map_err(|e| worker::Error::RustError(e.to_string()))?;
+        if let Outcome::Reply(response) = &outcome {
+            // Streams enter the admin registry when created and leave it when deleted.
+            let present = match (method.as_str(), response.status) {
+                ("PUT", 200 | 201) => Some(true),
+                ("DELETE", 204) => Some(false),
+                _ => None,
+            };
+            if let Some(present) = present {
+                let env = stream.platform().env.clone();
+                let path = path.clone();
+                stream.platform().state.wait_until(async move {
+                    let announced = super::registry::announce(
+                        &env,
+                        STREAMS_BINDING,
+                        super::registry::STREAM_REGISTRY,
+                        &path,
+                        present,
+                    );
+                    if let Err(e) = announced.await {
+                        worker::console_warn!("stream registry: {e}");
+                    }
+                });
+            }
+        }
         match outcome {
             Outcome::Reply(response) => to_response(response, Cors::Open),
             Outcome::Sse(sse) => pump(stream, sse),
@@ -421,6 +454,41 @@ async fn internal(stream: &StreamOf, op: &str, body: &[u8]) -> Result<Response> 
                 .map_err(failed)?;
             Ok(Response::from_bytes(encode_messages(&messages))?.with_status(200))
         }
+        "admin-info" => match stream.live().await.map_err(failed)? {
+            Ok((meta, tail)) => {
+                let store = stream.log().store();
+                let (messages, bytes) = store.stats().map_err(failed)?;
+                let producers = store
+                    .producers()
+                    .map_err(failed)?
+                    .into_iter()
+                    .map(|(id, epoch, seq, last_seen_ms)| ProducerInfo {
+                        id,
+                        epoch,
+                        seq,
+                        last_seen_ms,
+                    })
+                    .collect();
+                let info = StreamInfo {
+                    path: String::from_utf8_lossy(body).into_owned(),
+                    content_type: meta.content_type,
+                    next_offset: crate::durable_streams::meta::offset_text(tail),
+                    messages,
+                    bytes,
+                    created_ms: meta.created_ms,
+                    last_access_ms: meta.last_access_ms,
+                    closed: meta.closed,
+                    ttl_seconds: meta.ttl_seconds,
+                    expires_at_ms: meta.expires_at_ms,
+                    inherited: meta.fork.as_ref().map_or(0, |f| f.inherited),
+                    forked_from: meta.fork.map(|f| f.source),
+                    forks: meta.ref_count,
+                    producers,
+                };
+                Response::from_json(&info)
+            }
+            Err(status) => plain(status, "no live stream at this path"),
+        },
         _ => plain(404, "unknown internal operation"),
     }
 }

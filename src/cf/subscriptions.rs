@@ -144,6 +144,20 @@ impl Subscriptions {
         self.any.set(None);
     }
 
+    /// How many client objects are subscribed (admin).
+    pub fn count(&self) -> worker::Result<u64> {
+        Ok(self.stored()?.len() as u64)
+    }
+
+    /// Drops every subscription (admin reset and delete): their clients pull again, and meet
+    /// the new backend.
+    pub fn clear(&self) -> worker::Result<()> {
+        self.exec("DELETE FROM do_rpc_subscriptions", vec![])?;
+        self.backoff.borrow_mut().clear();
+        self.any.set(Some(false));
+        Ok(())
+    }
+
     /// Subscribes a caller from position `at` (what its catch-up delivered), replacing an
     /// earlier subscription of the same client object.
     pub fn subscribe(

@@ -82,12 +82,23 @@ impl SyncBackendObject {
         // Consume the body before any answer, refusals included (see `read_body`).
         let body = read_body(&mut req, MAX_FRAME_BYTES).await?;
         let url = req.url()?;
+        let inner = &self.inner;
+        if let Some(response) = super::registry::serve_body(
+            inner.state.storage().sql(),
+            inner.state.id().name(),
+            url.path(),
+            body.as_deref().unwrap_or_default(),
+        ) {
+            return response;
+        }
+        if crate::admin::route::is_admin_path(url.path()) {
+            return super::store_admin::serve(inner, &req).await;
+        }
         let params = match parse_sync_query(url.query().unwrap_or("")) {
             Ok(Some(params)) => params,
             Ok(None) => return Response::error("Invalid request: not a sync request", 400),
             Err(e) => return Response::error(format!("Invalid sync request: {e}"), 400),
         };
-        let inner = &self.inner;
         if !inner.options.transports().allows(params.transport) {
             return Response::error(
                 format!(
@@ -227,10 +238,25 @@ impl Inner {
         };
         let backend = Rc::new(SyncBackend::new(store_id.clone(), backend_id, events));
         *self.backend.borrow_mut() = Some(backend.clone());
+        super::store_admin::register(self, store_id);
         // After a start or a wake-up: DO-RPC subscribers get what they are owed.
         self.subscriptions
             .kick(backend.clone(), |pump| self.state.wait_until(pump));
         Ok(backend)
+    }
+
+    /// Whether the backend of `store_id` is open.
+    pub(super) fn has_backend(&self, store_id: &StoreId) -> bool {
+        self.backend
+            .borrow()
+            .as_ref()
+            .is_some_and(|b| b.store_id() == store_id)
+    }
+
+    /// Lets go of the open backend (after a reset or delete): the next request opens the
+    /// store afresh.
+    pub(super) fn forget_backend(&self) {
+        *self.backend.borrow_mut() = None;
     }
 
     /// Runs one RPC for the store `context` names, through `reply`.
@@ -305,7 +331,7 @@ pub(super) fn invalid_request(id: &RequestId, rpc: &str, message: &str) -> Strin
     encode_failure(id, &error)
 }
 
-fn new_backend_id() -> String {
+pub(super) fn new_backend_id() -> String {
     let mut random = [0u8; BACKEND_ID_LEN];
     if getrandom::getrandom(&mut random).is_err() {
         // Without crypto randomness fall back to the clock: still unique per reset.

@@ -365,6 +365,29 @@ impl Sockets {
         }
     }
 
+    /// `(sockets, live pulls)` open now (admin).
+    pub fn counts(&self, state: &State) -> (u64, u64) {
+        let mut registry = self.registry.borrow_mut();
+        self.load(state, &mut registry);
+        let live = registry.by_conn.values().map(|s| s.live.len() as u64).sum();
+        (registry.by_conn.len() as u64, live)
+    }
+
+    /// Closes every socket with `code` and `reason` and forgets them (admin reset and delete):
+    /// their clients reconnect. How many there were.
+    pub fn close_all(&self, state: &State, code: u16, reason: &str) -> u64 {
+        let mut registry = self.registry.borrow_mut();
+        self.load(state, &mut registry);
+        let closed = registry.by_conn.len() as u64;
+        for (conn, socket) in registry.by_conn.drain() {
+            let _ = socket.ws.close(Some(code), Some(reason));
+            if let Err(e) = self.states.remove(&conn) {
+                worker::console_error!("removing a closed socket's state failed: {e}");
+            }
+        }
+        closed
+    }
+
     /// The socket closed or failed: its state goes.
     pub fn forget(&self, ws: &WebSocket) {
         let Some(conn) = conn_of(ws) else {
@@ -401,40 +424,41 @@ impl Sockets {
                 )
             })
             .collect();
-        // Frames of one request id share their prefix across sockets too.
-        let mut prefixes: HashMap<RequestId, (JsString, usize, String)> = HashMap::new();
+        // Frames of one request id share their prefix across sockets too, and small frames are
+        // joined once per id (clients number their requests alike, so most sockets share one).
+        let mut prefixes: HashMap<RequestId, SharedPrefix> = HashMap::new();
         let mut gone = Vec::new();
         for (conn, socket) in registry.by_conn.iter_mut() {
             let mut overflow = false;
             let mut failed = false;
             for id in &socket.live {
-                if !prefixes.contains_key(id) {
-                    let prefix = chunk_prefix(id);
-                    let built = (JsString::from(prefix.as_str()), prefix.len(), id.to_json());
-                    prefixes.insert(id.clone(), built);
-                }
-                let Some((prefix, prefix_len, id_json)) = prefixes.get(id) else {
-                    continue;
-                };
-                for (page_no, size, page) in &shared {
-                    let frame_size = *size + *prefix_len;
-                    if socket.outbox.send_now(id_json, frame_size) {
+                let shared_prefix = prefixes
+                    .entry(id.clone())
+                    .or_insert_with(|| SharedPrefix::new(id, shared.len()));
+                for (index, (page_no, size, page)) in shared.iter().enumerate() {
+                    let frame_size = *size + shared_prefix.len;
+                    if socket.outbox.send_now(&shared_prefix.id_json, frame_size) {
                         // The client keeps up: no queue, no page bookkeeping.
-                        failed |= !socket.send_chunk(prefix, page);
+                        let sent = match shared_prefix.joined(index, page) {
+                            Some(frame) => frame_sink(&socket.ws).send_js(frame).is_ok(),
+                            None => socket.send_chunk(&shared_prefix.prefix, page),
+                        };
+                        failed |= !sent;
                         continue;
                     }
                     let pending = Pending {
                         frame: Frame::Chunk {
-                            prefix: prefix.clone(),
+                            prefix: shared_prefix.prefix.clone(),
                             page: page.clone(),
                         },
                         sent: None,
                     };
-                    if let Err(Overflow) =
-                        socket
-                            .outbox
-                            .enqueue(id_json, frame_size, Some(*page_no), pending)
-                    {
+                    if let Err(Overflow) = socket.outbox.enqueue(
+                        &shared_prefix.id_json,
+                        frame_size,
+                        Some(*page_no),
+                        pending,
+                    ) {
                         overflow = true;
                     }
                 }
@@ -452,6 +476,41 @@ impl Sockets {
         for conn in gone {
             registry.by_conn.remove(&conn);
         }
+    }
+}
+
+/// Pages up to this size are joined with a request's prefix once per broadcast and the joined
+/// frame sent to every socket with that request id; larger ones are joined per send, so that
+/// many request ids never hold a flat copy of a large page each.
+const JOIN_ONCE_BYTES: usize = 16 << 10;
+
+/// What a broadcast shares among the sockets with one live pull id.
+struct SharedPrefix {
+    prefix: JsString,
+    len: usize,
+    id_json: String,
+    /// Per page of the broadcast: the joined frame, once a socket needed it (small pages only).
+    joined: Vec<Option<JsString>>,
+}
+
+impl SharedPrefix {
+    fn new(id: &RequestId, pages: usize) -> Self {
+        let prefix = chunk_prefix(id);
+        Self {
+            prefix: JsString::from(prefix.as_str()),
+            len: prefix.len(),
+            id_json: id.to_json(),
+            joined: vec![None; pages],
+        }
+    }
+
+    /// The frame for page `index`, joined once, when the page is small enough to share so.
+    fn joined(&mut self, index: usize, page: &JsString) -> Option<&JsString> {
+        if page.length() as usize > JOIN_ONCE_BYTES {
+            return None;
+        }
+        let slot = self.joined.get_mut(index)?;
+        Some(slot.get_or_insert_with(|| self.prefix.concat(page)))
     }
 }
 

@@ -95,6 +95,18 @@ impl<S: StreamStore, P: Platform> Stream<S, P> {
         }
     }
 
+    /// The stream's metadata and tail while it lives (admin); `Err(404)` when there is none,
+    /// `Err(410)` when it was deleted while forks still read it.
+    pub async fn live(
+        &self,
+    ) -> Result<Result<(StreamMeta, crate::stream::SeqNum), u16>, StorageError> {
+        match self.current().await? {
+            State::Missing => Ok(Err(404)),
+            State::Gone => Ok(Err(410)),
+            State::Live(stream) => Ok(Ok((*stream, self.log.tail().await?))),
+        }
+    }
+
     /// The state under the writer lock (expiring the stream if due; the caller pays what that
     /// leaves owed with [`Stream::pay_owed_releases`] once it lets the lock go).
     pub(super) async fn state_under(

@@ -162,6 +162,9 @@ pub struct PullMessage {
 /// One response of a pull, for `on_pull_res`: a `PullResponse` page or the error.
 pub type PullOutcome = Result<PullPage, SyncError>;
 
+/// The sync object's binding unless configured otherwise.
+pub const DEFAULT_BINDING: &str = "SYNC_BACKEND_DO";
+
 /// Options of the sync Durable Object (`makeDurableObject`).
 #[derive(Clone, Default)]
 pub struct SyncObjectOptions {
@@ -173,6 +176,7 @@ pub struct SyncObjectOptions {
     pub(crate) transports: Transports,
     pub(crate) response_headers: Vec<(String, String)>,
     pub(crate) storage: Storage,
+    pub(crate) binding: Option<String>,
 }
 
 impl SyncObjectOptions {
@@ -263,6 +267,18 @@ impl SyncObjectOptions {
         &self.storage
     }
 
+    /// The binding of this object class in the Worker (default [`DEFAULT_BINDING`]): stores
+    /// kept in DO SQLite enter the admin API's registry through it.
+    pub fn binding(mut self, binding: impl Into<String>) -> Self {
+        self.binding = Some(binding.into());
+        self
+    }
+
+    /// The binding of this object class.
+    pub fn binding_name(&self) -> &str {
+        self.binding.as_deref().unwrap_or(DEFAULT_BINDING)
+    }
+
     /// The enabled transports.
     pub fn transports(&self) -> Transports {
         self.transports
@@ -317,7 +333,7 @@ impl Default for WorkerOptions {
             validate_payload: None,
             payload_schema: None,
             enable_cors: false,
-            binding: "SYNC_BACKEND_DO".into(),
+            binding: DEFAULT_BINDING.into(),
         }
     }
 }

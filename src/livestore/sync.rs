@@ -59,6 +59,9 @@ pub struct SyncBackend<S: EventLogStore> {
     store_id: StoreId,
     backend_id: String,
     log: Log<S>,
+    /// The backend id of the backend that replaced this one (an admin reset): requests that
+    /// still reach this one are refused as of another backend.
+    successor: std::cell::RefCell<Option<String>>,
 }
 
 impl<S: EventLogStore> SyncBackend<S> {
@@ -68,12 +71,30 @@ impl<S: EventLogStore> SyncBackend<S> {
             store_id,
             backend_id,
             log: Log::new(store),
+            successor: std::cell::RefCell::new(None),
         }
     }
 
     /// The id clients use to detect that the backend was reset.
     pub fn backend_id(&self) -> &str {
         &self.backend_id
+    }
+
+    /// Retires this backend in favour of one with backend id `successor` (a reset). Call it
+    /// while holding the log's writer, so that no push is between its check and its commit;
+    /// pushes and pulls that reach this backend afterwards fail with `BackendIdMismatchError`.
+    pub fn retire(&self, successor: String) {
+        *self.successor.borrow_mut() = Some(successor);
+    }
+
+    fn check_current(&self) -> Result<(), SyncError> {
+        match self.successor.borrow().as_ref() {
+            Some(successor) => Err(SyncError::BackendIdMismatch {
+                expected: successor.clone(),
+                received: self.backend_id.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The store this backend serves.
@@ -103,6 +124,7 @@ impl<S: EventLogStore> SyncBackend<S> {
     /// Where a pull starts: after its cursor, which must be of this backend.
     pub fn start(&self, request: &PullRequest) -> Result<SeqNum, SyncError> {
         self.check_store(&request.store_id)?;
+        self.check_current()?;
         match request.cursor.clone().into_option() {
             None => Ok(SeqNum::ROOT),
             Some(cursor) if cursor.backend_id != self.backend_id => {
@@ -255,6 +277,7 @@ impl<S: EventLogStore> SyncBackend<S> {
         }
         let first_parent = events[0].event.parent_seq_num;
         let mut writer = self.log.writer().await.map_err(storage_error)?;
+        self.check_current()?;
         match writer
             .check(&[Precondition::ExpectTail(first_parent)])
             .await
@@ -444,6 +467,34 @@ pub(crate) mod tests {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
         assert_ne!(id, backend_id_from_random(&[0; BACKEND_ID_LEN]));
+    }
+
+    #[test]
+    fn a_retired_backend_refuses_as_another_backend() {
+        let b = backend();
+        push(&b, 1, 2, 1);
+        b.retire("NEXT".into());
+        let refused = block_on(b.push(
+            push_req(vec![event(3, 1)], Some("BACKEND")),
+            "2026-11-22T00:00:00.000Z".into(),
+            |_| panic!("nothing is published"),
+        ));
+        assert_eq!(
+            refused,
+            Err(SyncError::BackendIdMismatch {
+                expected: "NEXT".into(),
+                received: "BACKEND".into()
+            })
+        );
+        assert!(matches!(
+            b.start(&pull_req(None)),
+            Err(SyncError::BackendIdMismatch { .. })
+        ));
+        assert_eq!(
+            block_on(b.head()),
+            Ok(SeqNum::new(2).unwrap()),
+            "nothing stored"
+        );
     }
 
     #[test]

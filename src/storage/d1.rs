@@ -134,6 +134,77 @@ impl D1EventLog {
     }
 }
 
+impl D1EventLog {
+    /// `(events, bytes)` of the store's log (admin).
+    pub async fn stats(&self) -> Result<(u64, u64), StorageError> {
+        self.ensure_ready().await?;
+        let row: Option<sql::StatsRow> = self
+            .query(sql::stats(&self.table), vec![])?
+            .first(None)
+            .await
+            .map_err(d1_error("stats"))?;
+        Ok(row.map_or((0, 0), sql::StatsRow::into_pair))
+    }
+
+    /// Removes every event (admin reset).
+    pub async fn clear(&self) -> Result<(), StorageError> {
+        self.ensure_ready().await?;
+        self.query(sql::clear(&self.table), vec![])?
+            .run()
+            .await
+            .map_err(d1_error("clear"))?;
+        Ok(())
+    }
+
+    /// Drops the store's table and its claim (admin delete).
+    pub async fn delete(&self) -> Result<(), StorageError> {
+        let statements = vec![
+            self.query(sql::CREATE_TABLE_OWNERS.into(), vec![])?,
+            self.query(sql::drop_table(&self.table), vec![])?,
+            self.query(
+                sql::RELEASE_TABLE.into(),
+                vec![SqlValue::Text(self.table.clone())],
+            )?,
+        ];
+        self.db
+            .batch(statements)
+            .await
+            .map_err(d1_error("delete"))?;
+        self.ready.set(false);
+        Ok(())
+    }
+}
+
+/// A page of the event-log tables in `db`, with the stores that own them (admin list).
+pub async fn list_tables(
+    db: &D1Database,
+    after: &str,
+    limit: usize,
+) -> Result<Vec<(String, Option<String>)>, StorageError> {
+    #[derive(serde::Deserialize)]
+    struct Row {
+        t: String,
+        s: Option<String>,
+    }
+    let prepare =
+        |query: &str, params: &[JsValue]| db.prepare(query).bind(params).map_err(d1_error("bind"));
+    let results = db
+        .batch(vec![
+            prepare(sql::CREATE_TABLE_OWNERS, &[])?,
+            prepare(
+                sql::LIST_TABLES,
+                &[JsValue::from_str(after), JsValue::from_f64(limit as f64)],
+            )?,
+        ])
+        .await
+        .map_err(d1_error("list tables"))?;
+    let rows: Vec<Row> = match results.last() {
+        Some(result) => result.results().map_err(d1_error("list tables"))?,
+        None => Vec::new(),
+    };
+    Ok(rows.into_iter().map(|r| (r.t, r.s)).collect())
+}
+
 impl LogStore for D1EventLog {
     type Entry = StoredEvent;
     type Header = ();

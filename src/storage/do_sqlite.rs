@@ -56,6 +56,40 @@ impl ContextRow {
         Ok(row)
     }
 
+    /// Whether `store_id` has a row: whether this object ever served the store.
+    pub fn exists(sql: &SqlStorage, store_id: &str) -> Result<bool, StorageError> {
+        sql.exec(CREATE_CONTEXT, None)
+            .map_err(sql_error("create"))?;
+        let row = ContextRow {
+            sql: sql.clone(),
+            store_id: store_id.to_owned(),
+            backend_id: String::new(),
+        };
+        Ok(row.read()?.is_some())
+    }
+
+    /// Removes the row of `store_id` (admin delete).
+    pub fn delete(sql: &SqlStorage, store_id: &str) -> Result<(), StorageError> {
+        sql.exec(CREATE_CONTEXT, None)
+            .map_err(sql_error("create"))?;
+        sql.exec(
+            r#"DELETE FROM "context_7" WHERE "storeId" = ?"#,
+            vec![SqlStorageValue::from(store_id.to_owned())],
+        )
+        .map_err(sql_error("delete"))?;
+        Ok(())
+    }
+
+    /// Gives the store a new backend id (admin reset), its head now `head`.
+    pub fn renew(&self, backend_id: String, head: SeqNum) -> Result<ContextRow, StorageError> {
+        let renewed = ContextRow {
+            backend_id,
+            ..self.clone()
+        };
+        renewed.save(head)?;
+        Ok(renewed)
+    }
+
     /// The backend id of this store.
     pub fn backend_id(&self) -> &str {
         &self.backend_id
@@ -166,6 +200,35 @@ impl DoSqliteEventLog {
             .map_err(sql_error("query"))?
             .to_array()
             .map_err(sql_error("decode rows"))
+    }
+}
+
+impl DoSqliteEventLog {
+    /// `(events, bytes)` of the store's log (admin).
+    pub fn stats(&self) -> Result<(u64, u64), StorageError> {
+        let rows: Vec<sql::StatsRow> = self.query(&sql::stats(&self.table), &[])?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .map_or((0, 0), sql::StatsRow::into_pair))
+    }
+
+    /// Drops the store's table, its head trigger with it (admin delete).
+    pub fn delete(&self) -> Result<(), StorageError> {
+        self.sql
+            .exec(&sql::drop_table(&self.table), None)
+            .map_err(sql_error("drop"))?;
+        self.ready.set(false);
+        Ok(())
+    }
+
+    /// Removes every event (admin reset).
+    pub fn clear(&self) -> Result<(), StorageError> {
+        self.ensure_ready()?;
+        self.sql
+            .exec(&sql::clear(&self.table), None)
+            .map_err(sql_error("clear"))?;
+        Ok(())
     }
 }
 

@@ -12,6 +12,32 @@ pub enum EventStore {
     DoSqlite(DoSqliteEventLog),
 }
 
+impl EventStore {
+    /// `(events, bytes)` of the log (admin).
+    pub async fn stats(&self) -> Result<(u64, u64), StorageError> {
+        match self {
+            EventStore::D1(s) => s.stats().await,
+            EventStore::DoSqlite(s) => s.stats(),
+        }
+    }
+
+    /// Removes every event (admin reset).
+    pub async fn clear(&self) -> Result<(), StorageError> {
+        match self {
+            EventStore::D1(s) => s.clear().await,
+            EventStore::DoSqlite(s) => s.clear(),
+        }
+    }
+
+    /// `d1` or `do-sqlite`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventStore::D1(_) => "d1",
+            EventStore::DoSqlite(_) => "do-sqlite",
+        }
+    }
+}
+
 impl LogStore for EventStore {
     type Entry = StoredEvent;
     type Header = ();

@@ -131,6 +131,45 @@ pub fn count_range(table: &str) -> String {
     format!("SELECT COUNT(*) AS c FROM {table} WHERE seqNum > ?1 AND seqNum <= ?2")
 }
 
+/// The number of events in `table` and the length of their text (as reads budget it): one
+/// row `(c, b)`.
+pub fn stats(table: &str) -> String {
+    format!("SELECT COUNT(*) AS c, COALESCE(SUM({STORED_SIZE}), 0) AS b FROM {table}")
+}
+
+/// Removes every event of `table` (a store reset that clears its log).
+pub fn clear(table: &str) -> String {
+    format!("DELETE FROM {table}")
+}
+
+/// Drops `table` (a deleted store).
+pub fn drop_table(table: &str) -> String {
+    format!("DROP TABLE IF EXISTS {table}")
+}
+
+/// Releases a D1 table's claim (a deleted store): param `(table)`.
+pub const RELEASE_TABLE: &str = "DELETE FROM livestore_table_owners WHERE tableName = ?1";
+
+/// The event-log tables of a D1 database after `?1`, in name order, at most `?2`, with the
+/// store that claimed each (none for a table made before claims, e.g. by the TypeScript
+/// server): columns `t`, `s`. Run after [`CREATE_TABLE_OWNERS`].
+pub const LIST_TABLES: &str = "SELECT m.name AS t, (SELECT o.storeId FROM livestore_table_owners o WHERE o.tableName = m.name COLLATE NOCASE ORDER BY o.rowid LIMIT 1) AS s FROM sqlite_master m WHERE m.type = 'table' AND substr(m.name, 1, 11) = 'eventlog_7_' AND m.name > ?1 ORDER BY m.name LIMIT ?2";
+
+/// A row of [`stats`].
+#[derive(Debug, Deserialize)]
+pub struct StatsRow {
+    c: f64,
+    b: f64,
+}
+
+impl StatsRow {
+    /// `(events, bytes)`.
+    pub fn into_pair(self) -> (u64, u64) {
+        // Counts and sums of lengths: non-negative integers well inside f64's exact range.
+        (self.c.max(0.0) as u64, self.b.max(0.0) as u64)
+    }
+}
+
 /// The columns of a row as reads take it: `j`, the JSON array `[seqNum, parentSeqNum, name,
 /// createdAt, clientId, sessionId]`, and `a`, the args text as stored. Two strings cross into
 /// wasm per row instead of seven values; the args stay out of the array, which would escape them
@@ -502,6 +541,60 @@ mod tests {
         let read = page(&db, "eventlog_7_l", 0, 100, 256);
         assert_eq!(read.len(), 4);
         assert!(read.iter().all(|e| e.args_text() == Some(big.as_str())));
+    }
+
+    #[test]
+    fn stats_count_what_reads_budget_and_clear_and_drop_remove_it() {
+        use crate::stream::Entry;
+        let table = "eventlog_7_st";
+        let db = sqlite_log(table, "st");
+        let query = stats(table);
+        let stats = |db: &rusqlite::Connection| {
+            db.query_row(&query, [], |r| {
+                Ok((r.get::<_, f64>(0)?, r.get::<_, f64>(1)?))
+            })
+            .unwrap()
+        };
+        assert_eq!(stats(&db), (0.0, 0.0));
+        let events: Vec<StoredEvent> = (1..=5).map(|s| ev(s, Some(json!({"n": s})))).collect();
+        run_all(&db, &insert_events(table, &events).unwrap()).unwrap();
+        let bytes: usize = events.iter().map(Entry::size).sum();
+        assert_eq!(stats(&db), (5.0, bytes as f64));
+        db.execute_batch(&clear(table)).unwrap();
+        assert_eq!(stats(&db), (0.0, 0.0));
+        db.execute_batch(&drop_table(table)).unwrap();
+        assert!(db.query_row(&query, [], |_| Ok(())).is_err());
+    }
+
+    #[test]
+    fn tables_are_listed_in_name_order_with_their_owners() {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        db.execute_batch(CREATE_TABLE_OWNERS).unwrap();
+        for table in ["eventlog_7_b", "eventlog_7_a", "eventlog_7_c", "other"] {
+            db.execute_batch(&create_event_log(table)).unwrap();
+        }
+        for (table, owner) in [("eventlog_7_a", "a"), ("eventlog_7_C", "C")] {
+            db.execute(CLAIM_TABLE, [table, owner, "now"]).unwrap();
+        }
+        let list = |after: &str, limit: i64| {
+            let mut statement = db.prepare(LIST_TABLES).unwrap();
+            statement
+                .query_map(rusqlite::params![after, limit], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+                })
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap()
+        };
+        let name = |t: &str, o: Option<&str>| (t.to_owned(), o.map(str::to_owned));
+        assert_eq!(
+            list("", 2),
+            [name("eventlog_7_a", Some("a")), name("eventlog_7_b", None)]
+        );
+        // a claim made with another case of the name still names the owner
+        assert_eq!(list("eventlog_7_b", 5), [name("eventlog_7_c", Some("C"))]);
+        db.execute(RELEASE_TABLE, ["eventlog_7_a"]).unwrap();
+        assert_eq!(list("", 1), [name("eventlog_7_a", None)]);
     }
 
     #[test]

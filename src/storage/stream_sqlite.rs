@@ -148,6 +148,42 @@ impl SqliteStreamStore {
         }
     }
 
+    /// `(messages, bytes)` stored here (admin).
+    pub fn stats(&self) -> Result<(u64, u64), StorageError> {
+        let cursor = self.exec(
+            "SELECT COUNT(*), COALESCE(SUM(length(data)), 0) FROM ds_messages",
+            vec![],
+            "stats",
+        )?;
+        let row = match cursor.raw().next() {
+            Some(row) => row.map_err(sql_error("stats row"))?,
+            None => return Ok((0, 0)),
+        };
+        let mut values = row.iter().map(|v| as_u64(v).unwrap_or(0));
+        Ok((values.next().unwrap_or(0), values.next().unwrap_or(0)))
+    }
+
+    /// The producers this stream remembers (admin): `(id, epoch, last seq, last seen ms)`.
+    pub fn producers(&self) -> Result<Vec<(String, u64, u64, u64)>, StorageError> {
+        let cursor = self.exec(
+            "SELECT id, epoch, last_seq, updated_ms FROM ds_producers ORDER BY updated_ms DESC LIMIT 100",
+            vec![],
+            "producers",
+        )?;
+        let mut producers = Vec::new();
+        for row in cursor.raw() {
+            let row = row.map_err(sql_error("producer row"))?;
+            let mut values = row.into_iter();
+            let Some(SqlStorageValue::String(id)) = values.next() else {
+                continue;
+            };
+            let mut number = || values.next().as_ref().and_then(as_u64).unwrap_or(0);
+            let (epoch, seq, seen) = (number(), number(), number());
+            producers.push((id, epoch, seq, seen));
+        }
+        Ok(producers)
+    }
+
     fn meta(&self) -> Result<Option<Meta>, StorageError> {
         let cursor = self.exec("SELECT meta FROM ds_meta WHERE id = 1", vec![], "read meta")?;
         for row in cursor.raw() {

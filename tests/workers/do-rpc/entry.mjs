@@ -53,9 +53,9 @@ import {
 } from '@livestore/utils/effect'
 import { Packr, Unpackr } from 'msgpackr'
 import { eventDigest } from '../../support/digest.mjs'
-import RustWorker, { SyncBackendDO } from '../../../client-ts/src/entry.ts'
+import RustWorker, { StreamObject, SyncBackendDO } from '../../../client-ts/src/entry.ts'
 
-export { SyncBackendDO }
+export { StreamObject, SyncBackendDO }
 
 const CLIENT_PREFIX = /^\/__test\/client\/([^/]+)\/(.+)$/
 

@@ -1,0 +1,207 @@
+//! The admin API's JSON shapes and its errors (`{"code", "error"}`, as the other JSON errors
+//! of the Worker).
+
+use serde::{Deserialize, Serialize};
+
+/// A refusal or failure of the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl AdminError {
+    /// No admin secret is configured.
+    pub fn disabled() -> Self {
+        Self {
+            status: 404,
+            code: "ADMIN_DISABLED",
+            message: "the admin API is off: set the ADMIN_SECRET secret to turn it on".into(),
+        }
+    }
+
+    /// No or the wrong secret.
+    pub fn unauthorized(message: &str) -> Self {
+        Self {
+            status: 401,
+            code: "UNAUTHORIZED",
+            message: message.into(),
+        }
+    }
+
+    /// A malformed request.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            status: 400,
+            code: "BAD_REQUEST",
+            message: message.into(),
+        }
+    }
+
+    /// Nothing there.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            status: 404,
+            code: "NOT_FOUND",
+            message: message.into(),
+        }
+    }
+
+    /// A method the path does not take.
+    pub fn method_not_allowed(allow: &str) -> Self {
+        Self {
+            status: 405,
+            code: "METHOD_NOT_ALLOWED",
+            message: format!("this admin path takes {allow}"),
+        }
+    }
+
+    /// Storage or a Durable Object failed.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self {
+            status: 500,
+            code: "INTERNAL_ERROR",
+            message: message.into(),
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> String {
+        serde_json::json!({ "code": self.code, "error": self.message }).to_string()
+    }
+}
+
+/// A page of a list, and where the next one starts.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ListPage<T> {
+    pub items: Vec<T>,
+    /// The `after` of the next page; absent on the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+impl<T> ListPage<T> {
+    /// A page of at most `limit` items out of `fetched` (fetched with `limit + 1`, to know
+    /// whether more follow), the next page starting after the last item's `key`.
+    pub fn of(mut fetched: Vec<T>, limit: usize, key: impl Fn(&T) -> String) -> Self {
+        let more = fetched.len() > limit;
+        fetched.truncate(limit);
+        let next = if more { fetched.last().map(key) } else { None };
+        ListPage {
+            items: fetched,
+            next,
+        }
+    }
+}
+
+/// A store in a list: its id, and the event-log table that holds it with D1 (an old table
+/// whose owner was never recorded, e.g. one the TypeScript server made, has no id).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreEntry {
+    pub store_id: Option<String>,
+    pub table: String,
+}
+
+/// A store's info.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreInfo {
+    pub store_id: String,
+    /// `d1` or `do-sqlite`.
+    pub storage: String,
+    pub table: String,
+    pub backend_id: String,
+    pub head: u64,
+    pub events: u64,
+    /// Bytes of the stored events' text (names, args, ids, times).
+    pub bytes: u64,
+    /// `createdAt` of the last event.
+    pub last_event_at: Option<String>,
+    /// Open WebSockets.
+    pub sockets: u64,
+    /// Live pulls over those sockets.
+    pub live_pulls: u64,
+    /// Durable Objects subscribed over DO-RPC.
+    pub do_rpc_subscribers: u64,
+    /// Bytes of the store's Durable Object SQLite database.
+    pub object_bytes: u64,
+}
+
+/// What a store reset did.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ResetOutcome {
+    pub store_id: String,
+    pub backend_id: String,
+    pub previous_backend_id: String,
+    /// Events kept (0 when they were cleared).
+    pub events: u64,
+    /// Sockets closed, so that their clients reconnect and meet the new backendId.
+    pub sockets_closed: u64,
+}
+
+/// A stream in a list.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamEntry {
+    pub path: String,
+}
+
+/// A producer of a stream.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProducerInfo {
+    pub id: String,
+    pub epoch: u64,
+    pub seq: u64,
+    pub last_seen_ms: u64,
+}
+
+/// A stream's info.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamInfo {
+    pub path: String,
+    pub content_type: String,
+    /// The offset after the last message.
+    pub next_offset: String,
+    /// Messages stored here (a fork's inherited ones are read through its source).
+    pub messages: u64,
+    pub bytes: u64,
+    pub created_ms: u64,
+    pub last_access_ms: u64,
+    pub closed: bool,
+    pub ttl_seconds: Option<u64>,
+    pub expires_at_ms: Option<i64>,
+    /// The source of a fork, and the last position it inherits.
+    pub forked_from: Option<String>,
+    pub inherited: u64,
+    /// Forks of this stream still alive.
+    pub forks: u64,
+    pub producers: Vec<ProducerInfo>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_says_where_the_next_one_starts() {
+        let page = ListPage::of(vec![1, 2, 3], 2, |n| n.to_string());
+        assert_eq!((page.items, page.next), (vec![1, 2], Some("2".into())));
+        let last = ListPage::of(vec![1, 2], 2, |n| n.to_string());
+        assert_eq!((last.items, last.next), (vec![1, 2], None));
+    }
+
+    #[test]
+    fn errors_are_code_and_message() {
+        let body: serde_json::Value =
+            serde_json::from_str(&AdminError::bad_request("no").body()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"code": "BAD_REQUEST", "error": "no"})
+        );
+    }
+}
