@@ -34,3 +34,14 @@ if [ "$(wasm-bindgen --version 2>/dev/null || true)" != "wasm-bindgen $want" ]; 
   # Not --locked: the registry mirror lacks some of its locked dependencies.
   cargo install wasm-bindgen-cli --version "$want"
 fi
+
+# A real browser for the dashboard test (tests/sync/dashboard.test.mjs, driven by playwright-core,
+# which never downloads one): Debian's Chromium.
+if ! command -v chromium >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+  if ! sudo_if_needed apt-get install -y --no-install-recommends chromium; then
+    sudo_if_needed apt-get update
+    sudo_if_needed apt-get install -y --no-install-recommends chromium
+  fi
+fi
