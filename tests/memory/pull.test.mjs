@@ -23,6 +23,7 @@ const EVENTS = 60
 // JSON.stringify of this is 880,002 bytes: under the client's 900 kB per push and the server's cap.
 const HEAVY_ARGS = '"'.repeat(440_000)
 const TEST_TIMEOUT_MS = 240_000
+const ADMIN_SECRET = 'memory-admin-secret'
 
 let worker
 let clientWorker
@@ -35,6 +36,7 @@ beforeAll(async () => {
     storage: E2E_STORAGE,
     // unique per run: the dev registry binds the client Worker to this one by name
     scriptName: `livestore-sync-memory-${E2E_STORAGE}-${process.pid}`,
+    vars: { ADMIN_SECRET: ADMIN_SECRET },
   })
   clientWorker = await startDoRpcClientWorker({ name: `memory-client-${E2E_STORAGE}`, syncWorker: worker })
   storeId = uniqueStoreId('heavy')
@@ -71,6 +73,7 @@ const measured = async (what, read) => {
 }
 
 describe(`a ${Math.round((EVENTS * 880) / 1000)} MB store pulled from 0 (${E2E_STORAGE})`, () => {
+
   for (const transport of ['ws', 'http']) {
     test(`${transport}: every event intact, the Worker's memory grows by at most ${PEAK_GROWTH_MB} MB`, async () => {
       const { value, growthMb } = await measured(`${transport} pull`, async () => {
@@ -162,4 +165,30 @@ test(`one socket with 200 live pulls gets an 880 kB push in each of them; the Wo
   } finally {
     ws.terminate()
   }
+}, TEST_TIMEOUT_MS)
+
+// Last: its reads must not move the heap's working size under the pulls above.
+test(`admin NDJSON export of the same store: every event intact, the Worker's memory grows by at most ${PEAK_GROWTH_MB} MB (${E2E_STORAGE})`, async () => {
+  const { value, growthMb } = await measured('admin export', async () => {
+    const res = await fetch(`${worker.url}/admin/api/stores/${encodeURIComponent(storeId)}/events`, {
+      headers: { authorization: `Bearer ${ADMIN_SECRET}` },
+    })
+    expect(res.status).toBe(200)
+    // Read as it streams, a line at a time, keeping only digests.
+    const digests = []
+    let pending = ''
+    const decoder = new TextDecoder()
+    for await (const chunk of res.body) {
+      pending += decoder.decode(chunk, { stream: true })
+      let end
+      while ((end = pending.indexOf('\n')) >= 0) {
+        digests.push(eventDigest(JSON.parse(pending.slice(0, end))))
+        pending = pending.slice(end + 1)
+      }
+    }
+    expect(pending).toBe('')
+    return digests
+  })
+  expect(value).toEqual(expected)
+  expect(growthMb).toBeLessThanOrEqual(PEAK_GROWTH_MB)
 }, TEST_TIMEOUT_MS)

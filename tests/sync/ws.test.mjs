@@ -203,3 +203,27 @@ describe('Interrupt of a live pull (raw socket, Effect 3 ids)', () => {
     }
   })
 })
+
+describe('a push is acknowledged only once it is published (LiveStore #1537)', () => {
+  test('on one socket, the live chunk of every pushed batch comes before the push Exit', async () => {
+    const storeId = uniqueStoreId('publish-then-ack')
+    const raw = await RawSocket.open(wsSyncUrl(worker.url, storeId))
+    try {
+      const live = newRequestId()
+      raw.send(pullRequest(live, storeId, { live: true }))
+      await raw.until(() => raw.messages.find((m) => m.json?._tag === 'Chunk' && m.json.requestId === live), { what: 'the catch-up' })
+      for (let seq = 1; seq <= 20; seq += 4) {
+        const id = newRequestId()
+        const exit = await raw.request(pushRequest(id, storeId, makeEvents(seq, seq + 3)))
+        expect(exit.exit._tag).toBe('Success')
+        const at = (predicate) => raw.messages.findIndex((m) => predicate(m.json))
+        const chunk = at((f) => f?._tag === 'Chunk' && f.requestId === live && f.values.some((v) => v.batch.some((b) => b.eventEncoded.seqNum === seq + 3)))
+        const ack = at((f) => f?._tag === 'Exit' && f.requestId === id)
+        expect(chunk, `the live chunk of events ${seq}–${seq + 3}`).toBeGreaterThanOrEqual(0)
+        expect(chunk).toBeLessThan(ack)
+      }
+    } finally {
+      raw.terminate()
+    }
+  })
+})
