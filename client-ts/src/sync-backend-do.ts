@@ -13,6 +13,11 @@ import type { RustObjectClass, RustSyncBackendObject } from '@livestore-sync-rs/
 const packr = new Packr({ useRecords: true })
 const unpackr = new Unpackr({ useRecords: true })
 
+// Live updates to Effect 4 DO-RPC clients (LiveStore main, `syncUpdateRpc(bytes, storeId)`) are packed
+// as their `handleSyncUpdateRpc` unpacks them; the Rust object calls this to do it.
+;(globalThis as { __livestoreSyncPackRpc?: (value: unknown) => Uint8Array }).__livestoreSyncPackRpc = (value) =>
+  packr.pack(value)
+
 // An Effect RPC Ack frame as clients send it: `{"_tag":"Ack","requestId":"12"}` (Effect 3) or with a
 // numeric id (Effect 4). The capture is the request id's JSON.
 const ACK = /^\{"_tag":"Ack","requestId":("\d+"|\d+)\}$/

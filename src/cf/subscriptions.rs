@@ -17,9 +17,14 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use worker::{console_warn, Delay, Env, SqlStorage, SqlStorageValue};
 
-const CREATE: &str = "CREATE TABLE IF NOT EXISTS do_rpc_subscriptions (clientDoId TEXT PRIMARY KEY NOT NULL, bindingName TEXT NOT NULL, storeId TEXT NOT NULL, requestId TEXT NOT NULL, payload TEXT, subscribedAt INTEGER NOT NULL, delivered INTEGER) STRICT";
+const CREATE: &str = "CREATE TABLE IF NOT EXISTS do_rpc_subscriptions (clientDoId TEXT PRIMARY KEY NOT NULL, bindingName TEXT NOT NULL, storeId TEXT NOT NULL, requestId TEXT NOT NULL, payload TEXT, subscribedAt INTEGER NOT NULL, delivered INTEGER, effect4 INTEGER) STRICT";
 /// Tables of earlier versions have no cursor; their subscribers start at the head.
 const ADD_CURSOR: &str = "ALTER TABLE do_rpc_subscriptions ADD COLUMN delivered INTEGER";
+/// Tables of earlier versions do not tell Effect 4 clients apart; theirs are 0.4.0 clients.
+const ADD_FLAVOR: &str = "ALTER TABLE do_rpc_subscriptions ADD COLUMN effect4 INTEGER";
+
+/// What the JS wrapper provides to pack an Effect 4 update (Effect RPC's msgpack, records on).
+const PACK_HOOK: &str = "__livestoreSyncPackRpc";
 
 /// Retries of a call that failed with a retryable error wait this long, doubling per failure...
 const RETRY_FIRST: Duration = Duration::from_millis(250);
@@ -32,8 +37,18 @@ extern "C" {
     #[wasm_bindgen(extends = js_sys::Object)]
     type ClientDo;
 
+    /// 0.4.0 clients: the update as a plain object.
     #[wasm_bindgen(method, catch, js_name = syncUpdateRpc)]
     fn sync_update_rpc(this: &ClientDo, payload: &JsValue) -> Result<js_sys::Promise, JsValue>;
+
+    /// Effect 4 clients (LiveStore `main`, PR #1545): the update packed with msgpack, and the
+    /// store, so that a client object rebuilt after eviction can reopen it first.
+    #[wasm_bindgen(method, catch, js_name = syncUpdateRpc)]
+    fn sync_update_rpc_packed(
+        this: &ClientDo,
+        payload: &js_sys::Uint8Array,
+        store_id: &str,
+    ) -> Result<js_sys::Promise, JsValue>;
 }
 
 /// One stored subscription.
@@ -42,9 +57,12 @@ extern "C" {
 struct Subscription {
     client_do_id: String,
     binding_name: String,
+    store_id: String,
     request_id: String,
     /// The last event delivered (`None` for a subscription of an earlier version).
     delivered: Option<f64>,
+    /// 1 when the client speaks Effect 4 (numeric request ids).
+    effect4: Option<f64>,
 }
 
 /// Why a call did not deliver.
@@ -100,8 +118,9 @@ impl Subscriptions {
     fn exec(&self, query: &str, params: Vec<SqlStorageValue>) -> worker::Result<worker::SqlCursor> {
         if !self.ready.get() {
             self.sql.exec(CREATE, None)?;
-            // Fails when the column exists, which is all it checks.
+            // Fail when the column exists, which is all they check.
             let _ = self.sql.exec(ADD_CURSOR, None);
+            let _ = self.sql.exec(ADD_FLAVOR, None);
             self.ready.set(true);
         }
         self.sql.exec(query, params)
@@ -110,7 +129,7 @@ impl Subscriptions {
     fn stored(&self) -> worker::Result<Vec<Subscription>> {
         let rows: Vec<Subscription> = self
             .exec(
-                "SELECT clientDoId, bindingName, requestId, delivered FROM do_rpc_subscriptions",
+                "SELECT clientDoId, bindingName, storeId, requestId, delivered, effect4 FROM do_rpc_subscriptions",
                 vec![],
             )?
             .to_array()?;
@@ -169,7 +188,7 @@ impl Subscriptions {
         at: SeqNum,
     ) -> worker::Result<()> {
         self.exec(
-            "INSERT OR REPLACE INTO do_rpc_subscriptions (clientDoId, bindingName, storeId, requestId, payload, subscribedAt, delivered) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO do_rpc_subscriptions (clientDoId, bindingName, storeId, requestId, payload, subscribedAt, delivered, effect4) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             vec![
                 caller.durable_object_id.as_str().into(),
                 caller.binding_name.as_str().into(),
@@ -180,6 +199,7 @@ impl Subscriptions {
                     .unwrap_or(SqlStorageValue::Null),
                 SqlStorageValue::from(js_sys::Date::now()),
                 SqlStorageValue::from(at.get() as f64),
+                SqlStorageValue::from(f64::from(u8::from(matches!(id, RequestId::Number(_))))),
             ],
         )?;
         self.backoff
@@ -342,8 +362,13 @@ impl Subscriptions {
             .and_then(|_| set("requestId", &sub.request_id.as_str().into()))
             .and_then(|_| set("values", &values))
             .map_err(|_| Failure::Gone("building the update failed".to_owned()))?;
-        let call = client
-            .sync_update_rpc(&message)
+        let call = if sub.effect4 == Some(1.0) {
+            let packed = pack(&message).map_err(Failure::Gone)?;
+            client.sync_update_rpc_packed(&packed, &sub.store_id)
+        } else {
+            client.sync_update_rpc(&message)
+        };
+        let call = call
             .map(JsFuture::from)
             .map_err(|e| Failure::Gone(describe(e)))?;
         match call.await {
@@ -352,6 +377,20 @@ impl Subscriptions {
             Err(error) => Err(Failure::Gone(describe(error))),
         }
     }
+}
+
+/// `message` packed as Effect RPC's msgpack serialization packs it, by the JS wrapper.
+fn pack(message: &JsValue) -> Result<js_sys::Uint8Array, String> {
+    let hook = js_sys::Reflect::get(&js_sys::global(), &PACK_HOOK.into())
+        .ok()
+        .and_then(|hook| hook.dyn_into::<js_sys::Function>().ok())
+        .ok_or_else(|| {
+            format!("the Worker's JS wrapper does not define {PACK_HOOK} (client-ts/src/sync-backend-do.ts)")
+        })?;
+    hook.call1(&JsValue::NULL, message)
+        .map_err(describe)?
+        .dyn_into::<js_sys::Uint8Array>()
+        .map_err(|_| format!("{PACK_HOOK} did not return bytes"))
 }
 
 /// What a round of the pump did.

@@ -194,7 +194,7 @@ describe('live updates through syncUpdateRpc', () => {
     let rows = await subscriptions(storeId)
     expect(rows).toEqual([
       // `delivered`: the subscriber's cursor, the last event it has (here the empty store's head)
-      { clientDoId, bindingName: BINDING, storeId, requestId: first, payload: null, subscribedAt: expect.any(Number), delivered: 0 },
+      { clientDoId, bindingName: BINDING, storeId, requestId: first, payload: null, subscribedAt: expect.any(Number), delivered: 0, effect4: 0 },
     ])
     expect(rows[0].subscribedAt).toBeGreaterThanOrEqual(before - 60_000)
     expect(rows[0].subscribedAt).toBeLessThanOrEqual(Date.now() + 60_000)
@@ -383,6 +383,37 @@ describe('raw msgpackr round trips over stub.rpc', () => {
     expect(exit._tag).toBe('Success')
   })
 
+  test('an Effect 4 subscriber (numeric request id) gets syncUpdateRpc(msgpack bytes, storeId), a 0.4.0 one the plain object (LiveStore #1545)', async () => {
+    const storeId = uniqueStoreId('raw-effect4')
+    const e4 = newClientDo('raw-effect4')
+    const durableObjectId = await e4.id()
+    const reply = await e4.rawRpc(storeId, rawPull(41, storeId, { rpcContext: { callerContext: { bindingName: BINDING, durableObjectId } } }))
+    expect(reply.messages.at(-1)).toEqual({ _tag: 'Exit', requestId: 41, exit: { _tag: 'Success', value: null } })
+    const backendId = reply.messages[0].values[0].backendId
+    await waitForSubscriptions(storeId, (rows) => rows.some((r) => r.clientDoId === durableObjectId && r.effect4 === 1), 'the Effect 4 row')
+    const e3 = newClientDo('raw-effect3')
+    await e3.live(storeId)
+
+    const events = makeEvents(1, 3, { argsFor: (n) => ({ n }) })
+    await e3.push(storeId, events.slice(0, 2))
+    await e3.push(storeId, events.slice(2))
+    const records = await e4.waitForRecords((r) => r.length >= 2, { what: '2 calls' })
+    expect(records.map((r) => [r.shape.argumentCount, r.shape.packed, r.shape.storeId, r.outcome])).toEqual([
+      [2, true, storeId, 'recorded'],
+      [2, true, storeId, 'recorded'],
+    ])
+    // What LiveStore main's handleSyncUpdateRpc unpacks: one Chunk with the id as a string and a PullResponse.
+    expect(records.map((r) => r.payload)).toEqual([
+      [{ _tag: 'Chunk', requestId: '41', values: [expect.objectContaining(livePullResponse(events.slice(0, 2), backendId))] }],
+      [{ _tag: 'Chunk', requestId: '41', values: [expect.objectContaining(livePullResponse(events.slice(2), backendId))] }],
+    ])
+    const old = await e3.waitForRecords((r) => r.length >= 2, { what: '2 calls' })
+    expect(old.map((r) => [r.shape.argumentCount, r.shape.packed, r.outcome])).toEqual([
+      [1, false, 'handled'],
+      [1, false, 'handled'],
+    ])
+  })
+
   test('Push → Exit Success {}; stale parent → ServerAheadError; wrong backendId → BackendIdMismatchError', async () => {
     const storeId = uniqueStoreId('raw-push')
     const c = newClientDo('raw-push')
@@ -477,7 +508,7 @@ describe('raw msgpackr round trips over stub.rpc', () => {
     expect(values.flatMap((v) => v.batch).map((i) => i.eventEncoded.seqNum)).toEqual([1])
     expect(values.at(-1).pageInfo).toEqual({ _tag: 'NoMore' })
     expect(await subscriptions(storeId)).toEqual([
-      { clientDoId, bindingName: BINDING, storeId, requestId: id, payload: null, subscribedAt: expect.any(Number), delivered: 1 },
+      { clientDoId, bindingName: BINDING, storeId, requestId: id, payload: null, subscribedAt: expect.any(Number), delivered: 1, effect4: 0 },
     ])
 
     const pusher = await openWs(storeId)

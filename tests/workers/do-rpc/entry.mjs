@@ -156,17 +156,23 @@ export class TestClientDO extends DurableObject {
   // ------------------------------------------------------------------------------------------
   // the callback the sync Durable Object calls for every push while this object is subscribed
 
-  async syncUpdateRpc(payload) {
+  async syncUpdateRpc(payload, storeId) {
     const mode = this.setting('mode', 'ok')
+    // An Effect 4 client (LiveStore main) gets `syncUpdateRpc(msgpack bytes, storeId)`: recorded as
+    // unpacked here (with Effect RPC's msgpack options); the 0.4.0 handler below cannot take it.
+    const packed = payload instanceof Uint8Array
+    const received = packed ? new Unpackr({ useRecords: true }).unpackMultiple(payload) : payload
     const shape = {
       payloadIsPlainObject: isPlainObject(payload),
       valuesIsArray: Array.isArray(payload?.values),
       valuesArePlainObjects: Array.isArray(payload?.values) && payload.values.every(isPlainObject),
       argumentCount: arguments.length,
+      packed,
+      storeId: storeId ?? null,
     }
     let text
     try {
-      text = JSON.stringify(payload) ?? 'undefined'
+      text = JSON.stringify(received) ?? 'undefined'
     } catch (e) {
       text = JSON.stringify({ unserializable: String(e) })
     }
@@ -186,6 +192,10 @@ export class TestClientDO extends DurableObject {
       const error = new Error('TestClientDO is temporarily unavailable')
       error.retryable = true
       throw error
+    }
+    if (packed) {
+      finish('recorded')
+      return
     }
     try {
       await handleSyncUpdateRpc(payload)
