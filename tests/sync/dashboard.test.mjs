@@ -120,4 +120,38 @@ describe('dashboard', () => {
       await page.close()
     }
   }, TEST_TIMEOUT_MS)
+
+  test('shows a stream with its metadata and producers, and tails an append live', async () => {
+    const name = `dashboard/${uniqueStoreId('stream')}`
+    const url = `${worker.url}/v1/stream/${name}`
+    expect((await fetch(url, { method: 'PUT', headers: { 'content-type': 'application/json' } })).status).toBe(201)
+    const append = (seq, body) =>
+      fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'producer-id': 'writer-1', 'producer-epoch': '0', 'producer-seq': String(seq) },
+        body: JSON.stringify(body),
+      })
+    expect((await append(0, { hello: 'world' })).status).toBeLessThan(300)
+
+    const { page, errors } = await openPage()
+    try {
+      await page.goto(`${worker.url}/admin/#secret=${encodeURIComponent(SECRET)}`)
+      await page.click('[data-testid=tab-streams]')
+      await page.fill('[data-testid=filter]', name)
+      const item = page.locator(`[data-testid=list-item][data-key="/v1/stream/${name}"]`)
+      await item.waitFor()
+      await item.click()
+      await expect.poll(() => page.locator('[data-testid=stream-messages]').textContent()).toBe('1')
+      expect(await page.locator('#detail').textContent()).toContain('writer-1')
+
+      await page.click('[data-testid=tail-toggle]')
+      await page.locator('[data-live=on]').waitFor()
+      expect((await append(1, { live: 'append while tailing' })).status).toBeLessThan(300)
+      await expect.poll(() => page.locator('[data-testid=tail]').textContent(), { timeout: 15_000 }).toContain('append while tailing')
+      await shot(page, 'stream')
+      expect(errors).toEqual([])
+    } finally {
+      await page.close()
+    }
+  }, TEST_TIMEOUT_MS)
 })
