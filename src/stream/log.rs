@@ -21,6 +21,17 @@ pub struct Log<S: LogStore> {
     state: RefCell<Option<Loaded<S::Header>>>,
     writer: AsyncMutex,
     readers: Readers,
+    /// The last read that reached its upper bound: the live readers one commit wakes all ask for
+    /// what it appended, and all but the first get it from here, without a storage read.
+    last_read: RefCell<Option<LastRead<S::Entry>>>,
+}
+
+/// A read of `(after, upto]` within `budget`, kept for the next reader asking the same.
+struct LastRead<E> {
+    after: SeqNum,
+    upto: SeqNum,
+    budget: Budget,
+    entries: Vec<E>,
 }
 
 impl<S: LogStore> Log<S> {
@@ -31,6 +42,7 @@ impl<S: LogStore> Log<S> {
             state: RefCell::new(None),
             writer: AsyncMutex::new(),
             readers: Readers::default(),
+            last_read: RefCell::new(None),
         }
     }
 
@@ -72,7 +84,23 @@ impl<S: LogStore> Log<S> {
         if upto <= after {
             return Ok(Vec::new());
         }
-        self.store.read(after, upto, budget).await
+        if let Some(last) = self.last_read.borrow().as_ref() {
+            if (last.after, last.upto, last.budget) == (after, upto, budget) {
+                return Ok(last.entries.clone());
+            }
+        }
+        let entries = self.store.read(after, upto, budget).await?;
+        // Entries never change once written (a reset or removal forgets this), so a read that
+        // reached `upto` is the answer to the same question until then.
+        if entries.last().map(Entry::seq) == Some(upto) {
+            *self.last_read.borrow_mut() = Some(LastRead {
+                after,
+                upto,
+                budget,
+                entries: entries.clone(),
+            });
+        }
+        Ok(entries)
     }
 
     /// How many entries have `after < seq <= upto`.
@@ -176,8 +204,12 @@ impl<S: LogStore> Writer<'_, S> {
             HeaderWrite::Save(header) => Some((*header).clone()),
             HeaderWrite::Remove => None,
         };
+        if commit.reset || matches!(commit.header, HeaderWrite::Remove) {
+            *self.log.last_read.borrow_mut() = None;
+        }
         if let Err(e) = self.log.store.commit(commit).await {
             *self.log.state.borrow_mut() = None;
+            *self.log.last_read.borrow_mut() = None;
             return Err(e);
         }
         self.state = Loaded { header, tail };
@@ -244,6 +276,64 @@ mod tests {
                 .unwrap();
         });
         log
+    }
+
+    #[test]
+    fn readers_asking_for_what_a_commit_appended_share_one_storage_read() {
+        let log = created();
+        let all = Budget {
+            rows: 100,
+            bytes: 1 << 20,
+        };
+        let append = |from: u64, to: u64| {
+            block_on(async {
+                let mut writer = log.writer().await.unwrap();
+                writer
+                    .commit(Commit::entries(&entries(from, to)))
+                    .await
+                    .unwrap();
+            })
+        };
+        let read = |after: u64, upto: u64, budget: Budget| {
+            positions(&block_on(log.read(seq(after), seq(upto), budget)).unwrap())
+        };
+        let reads = || log.store().reads();
+        append(1, 3);
+        let before = reads();
+        for _ in 0..5 {
+            assert_eq!(read(0, 3, all), [1, 2, 3]);
+        }
+        assert_eq!(reads() - before, 1, "five readers, one storage read");
+        append(4, 5);
+        assert_eq!(read(3, 5, all), [4, 5]);
+        assert_eq!(read(3, 5, all), [4, 5]);
+        assert_eq!(reads() - before, 2);
+        // A read cut short by its budget is not kept: the next one asks storage again.
+        let two = Budget {
+            rows: 2,
+            bytes: 1 << 20,
+        };
+        assert_eq!(read(0, 5, two), [1, 2]);
+        assert_eq!(read(0, 5, two), [1, 2]);
+        assert_eq!(reads() - before, 4);
+        // A reset forgets what was read: the same range now holds other entries.
+        assert_eq!(read(3, 5, all), [4, 5]);
+        let before_reset = reads();
+        block_on(async {
+            let meta = Meta::default();
+            let mut writer = log.writer().await.unwrap();
+            writer
+                .commit(Commit {
+                    reset: true,
+                    entries: &entries(1, 5)[..2],
+                    header: HeaderWrite::Save(&meta),
+                    producer: None,
+                })
+                .await
+                .unwrap();
+        });
+        assert_eq!(read(3, 5, all), Vec::<u64>::new());
+        assert_eq!(reads() - before_reset, 1);
     }
 
     #[test]

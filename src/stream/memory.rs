@@ -19,6 +19,7 @@ struct Inner<E, H> {
     producers: BTreeMap<String, (ProducerState, u64)>,
     fail_next_commit: Option<String>,
     commits: usize,
+    reads: usize,
 }
 
 impl<E, H> Default for MemoryStore<E, H> {
@@ -30,6 +31,7 @@ impl<E, H> Default for MemoryStore<E, H> {
                 producers: BTreeMap::new(),
                 fail_next_commit: None,
                 commits: 0,
+                reads: 0,
             })),
         }
     }
@@ -68,6 +70,11 @@ impl<E: Entry + Clone, H: Header> MemoryStore<E, H> {
         self.inner.borrow().commits
     }
 
+    /// How many reads reached storage.
+    pub fn reads(&self) -> usize {
+        self.inner.borrow().reads
+    }
+
     /// The stored header.
     pub fn header(&self) -> Option<H> {
         self.inner.borrow().header.clone()
@@ -99,6 +106,7 @@ impl<E: Entry + Clone, H: Header> LogStore for MemoryStore<E, H> {
         upto: SeqNum,
         budget: Budget,
     ) -> Result<Vec<E>, StorageError> {
+        self.inner.borrow_mut().reads += 1;
         let inner = self.inner.borrow();
         let mut out = Vec::new();
         let mut bytes = 0usize;

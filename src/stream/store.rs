@@ -58,8 +58,8 @@ impl Budget {
     }
 }
 
-/// An entry of a log.
-pub trait Entry {
+/// An entry of a log (cloned when one read serves several readers).
+pub trait Entry: Clone {
     /// Its position: the log's `base` plus its rank.
     fn seq(&self) -> SeqNum;
     /// What it costs a read's byte [`Budget`].

@@ -58,7 +58,7 @@ describe('dashboard', () => {
       await page.locator('#app').waitFor()
       await page.reload()
       await page.locator('#app').waitFor() // kept in sessionStorage
-      expect(errors).toEqual([])
+      expect(errors, `uncaught in the page: ${errors.join(" | ")}`).toEqual([])
     } finally {
       await page.close()
     }
@@ -115,7 +115,7 @@ describe('dashboard', () => {
       await page.click('#refresh')
       await expect.poll(() => page.locator('[data-testid=info-events]').textContent()).toBe('5')
       await shot(page, 'reset')
-      expect(errors).toEqual([])
+      expect(errors, `uncaught in the page: ${errors.join(" | ")}`).toEqual([])
     } finally {
       await page.close()
     }
@@ -149,7 +149,7 @@ describe('dashboard', () => {
       expect((await append(1, { live: 'append while tailing' })).status).toBeLessThan(300)
       await expect.poll(() => page.locator('[data-testid=tail]').textContent(), { timeout: 15_000 }).toContain('append while tailing')
       await shot(page, 'stream')
-      expect(errors).toEqual([])
+      expect(errors, `uncaught in the page: ${errors.join(" | ")}`).toEqual([])
     } finally {
       await page.close()
     }
