@@ -24,6 +24,9 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     if crate::cf::stream_object::is_stream_path(&req.path()) {
         return crate::cf::stream_object::worker_fetch(req, &env).await;
     }
+    if req.path().starts_with(crate::cf::projects::CONFIG_PREFIX) {
+        return crate::cf::projects::config_fetch(req, &env).await;
+    }
     if crate::cf::admin::is_admin_path(&req.path()) {
         let mut admin = AdminApi::new();
         if let Some(Ok(storage)) = var(&env, "SYNC_STORAGE").map(|s| Storage::parse(&s)) {

@@ -15,6 +15,7 @@
 //!   DO SQLite, a stream object's SQLite) need the wasm runtime.
 //!
 //! - [`admin`]: the admin API's routes, bearer check and JSON shapes, and its dashboard page.
+//! - [`auth`]: projects and tokens: a project's configuration, HS256 tokens, who may do what.
 //!
 //! - `cf` (wasm only): the Cloudflare edge and the Rust API for writing a sync Worker
 //!   ([`cf::SyncWorker`], [`cf::SyncBackendObject`], configured with
@@ -25,6 +26,7 @@
 //! repository ships; turn it off to use the crate as a library in your own Worker.
 
 pub mod admin;
+pub mod auth;
 pub mod durable_streams;
 pub mod faults;
 pub mod json_limits;

@@ -8,9 +8,7 @@ pub fn authorize(secret: Option<&str>, authorization: Option<&str>) -> Result<()
     let Some(secret) = secret.filter(|s| !s.is_empty()) else {
         return Err(AdminError::disabled());
     };
-    let given = authorization
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim);
+    let given = crate::auth::policy::bearer(authorization);
     match given {
         Some(token) if same(token.as_bytes(), secret.as_bytes()) => Ok(()),
         Some(_) => Err(AdminError::unauthorized("the admin secret is wrong")),

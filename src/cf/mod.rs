@@ -39,6 +39,7 @@
 pub mod admin;
 mod do_rpc;
 mod http;
+pub mod projects;
 mod registry;
 mod reply;
 mod socket_state;

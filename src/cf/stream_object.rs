@@ -110,6 +110,11 @@ pub async fn worker_fetch(req: Request, env: &Env) -> Result<Response> {
     if path.split('/').any(|segment| segment == "__ds") {
         return plain(404, "not found");
     }
+    match super::projects::guard_stream(&req, env).await {
+        Ok(None) => {}
+        Ok(Some(refusal)) => return Ok(refusal),
+        Err(e) => return plain(500, &format!("project configuration: {e}")),
+    }
     let forwarded = async {
         let stub = env
             .durable_object(STREAMS_BINDING)?

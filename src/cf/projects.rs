@@ -1,0 +1,243 @@
+//! Projects at the edge: configurations in Workers KV (binding `PROJECTS`; none: every project
+//! is open), the guard in front of stream requests, and the config API
+//! (`PUT`/`GET`/`DELETE /v1/config/<project>`, with the admin secret or a manage token).
+
+use super::admin::admin_secret;
+use crate::auth::policy::{
+    authorize, fork_across_projects, needed_scope, split_stream_path, Denied,
+};
+use crate::auth::project::{config_key, valid_project, ProjectConfig};
+use crate::auth::token::Scope;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use worker::{Env, Headers, Method, Request, Response, Result};
+
+/// The KV namespace of project configurations.
+pub const PROJECTS_BINDING: &str = "PROJECTS";
+/// Where the config API lives.
+pub const CONFIG_PREFIX: &str = "/v1/config/";
+/// How long an isolate trusts a configuration it read (changes made through this isolate apply
+/// at once; others within this time, plus KV's own propagation).
+const CACHE_MS: f64 = 5_000.0;
+
+thread_local! {
+    static CACHE: RefCell<HashMap<String, (f64, Option<ProjectConfig>)>> = RefCell::new(HashMap::new());
+}
+
+fn now_ms() -> f64 {
+    js_sys::Date::now()
+}
+
+fn now_s() -> u64 {
+    // Milliseconds since the epoch as a JS number: non-negative and far below 2^53.
+    (now_ms() / 1_000.0) as u64
+}
+
+/// The configuration of `project`, if it has one.
+pub async fn project_config(env: &Env, project: &str) -> Result<Option<ProjectConfig>> {
+    if let Some(cached) = CACHE.with(|c| {
+        c.borrow()
+            .get(project)
+            .filter(|(at, _)| now_ms() - at < CACHE_MS)
+            .map(|(_, config)| config.clone())
+    }) {
+        return Ok(cached);
+    }
+    let Ok(kv) = env.kv(PROJECTS_BINDING) else {
+        return Ok(None);
+    };
+    let text = kv
+        .get(&config_key(project))
+        .text()
+        .await
+        .map_err(|e| worker::Error::RustError(format!("project config: {e}")))?;
+    let config = match text {
+        Some(text) => Some(
+            serde_json::from_str::<ProjectConfig>(&text)
+                .map_err(|e| worker::Error::RustError(format!("stored project config: {e}")))?,
+        ),
+        None => None,
+    };
+    remember(project, config.clone());
+    Ok(config)
+}
+
+fn remember(project: &str, config: Option<ProjectConfig>) {
+    CACHE.with(|c| {
+        c.borrow_mut()
+            .insert(project.to_owned(), (now_ms(), config));
+    });
+}
+
+/// A refusal as a response: JSON, never cached, readable cross-origin (stream clients are
+/// browsers too).
+pub fn denied_response(denied: &Denied) -> Result<Response> {
+    let headers = Headers::new();
+    headers.set("content-type", "application/json; charset=utf-8")?;
+    headers.set("cache-control", "no-store")?;
+    super::stream_object::common_headers(&headers, super::stream_object::Cors::Open)?;
+    Ok(Response::ok(denied.body())?
+        .with_status(denied.status)
+        .with_headers(headers))
+}
+
+/// Checks a stream request against its project's configuration: `Some(refusal)` when it may
+/// not go on. A project without configuration is open, as is a path without a project.
+pub async fn guard_stream(req: &Request, env: &Env) -> Result<Option<Response>> {
+    let path = req.path();
+    let method = req.method().to_string();
+    let Some(need) = needed_scope(&method) else {
+        return Ok(None);
+    };
+    let authorization = req.headers().get("Authorization")?;
+    let fork_source = req.headers().get("Stream-Forked-From")?;
+    let target = split_stream_path(&path);
+    let config = match &target {
+        Some(target) => project_config(env, target.project).await?,
+        None => None,
+    };
+    if let (Some(target), Some(config)) = (&target, &config) {
+        if let Err(denied) = authorize(
+            config,
+            target.project,
+            Some(target.stream),
+            need,
+            authorization.as_deref(),
+            now_s(),
+        ) {
+            return denied_response(&denied).map(Some);
+        }
+    }
+    // A fork reads its source: it needs read there, and stays within its project.
+    if let (true, Some(source)) = (method == "PUT", fork_source.as_deref()) {
+        let source_path = source_path(source);
+        let source_target = split_stream_path(&source_path);
+        let source_config = match &source_target {
+            Some(source) => project_config(env, source.project).await?,
+            None => None,
+        };
+        let same_project =
+            matches!((&target, &source_target), (Some(t), Some(s)) if t.project == s.project);
+        if (config.is_some() || source_config.is_some()) && !same_project {
+            let project = target.as_ref().map_or("", |t| t.project);
+            return denied_response(&fork_across_projects(source, project)).map(Some);
+        }
+        if let (Some(source), Some(config)) = (&source_target, &source_config) {
+            if let Err(denied) = authorize(
+                config,
+                source.project,
+                Some(source.stream),
+                Scope::Read,
+                authorization.as_deref(),
+                now_s(),
+            ) {
+                return denied_response(&denied).map(Some);
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The path of a fork source as the header names it (a path, or a URL).
+fn source_path(source: &str) -> String {
+    match worker::Url::parse(source) {
+        Ok(url) => url.path().to_owned(),
+        Err(_) => source.split('?').next().unwrap_or(source).to_owned(),
+    }
+}
+
+/// Serves `/v1/config/<project>`.
+pub async fn config_fetch(mut req: Request, env: &Env) -> Result<Response> {
+    let path = req.path();
+    let project = path
+        .strip_prefix(CONFIG_PREFIX)
+        .unwrap_or_default()
+        .to_owned();
+    let refuse = |status: u16, code: &'static str, message: String| {
+        denied_response(&Denied {
+            status,
+            code,
+            message,
+        })
+    };
+    if !valid_project(&project) {
+        return refuse(
+            400,
+            "BAD_REQUEST",
+            "a project name is 1 to 64 of A-Z a-z 0-9 _ -".into(),
+        );
+    }
+    let Ok(kv) = env.kv(PROJECTS_BINDING) else {
+        return refuse(
+            404,
+            "PROJECTS_DISABLED",
+            format!("this Worker has no {PROJECTS_BINDING} KV namespace"),
+        );
+    };
+    let authorization = req.headers().get("Authorization")?;
+    let current = project_config(env, &project).await?;
+    let admin = admin_secret(env).is_some_and(|secret| {
+        crate::admin::auth::authorize(Some(&secret), authorization.as_deref()).is_ok()
+    });
+    if !admin {
+        let manage = current.as_ref().map(|config| {
+            authorize(
+                config,
+                &project,
+                None,
+                Scope::Manage,
+                authorization.as_deref(),
+                now_s(),
+            )
+        });
+        match manage {
+            Some(Ok(_)) => {}
+            Some(Err(denied)) => return denied_response(&denied),
+            None => return refuse(
+                401,
+                "UNAUTHORIZED",
+                "creating a project needs the admin secret (Authorization: Bearer <ADMIN_SECRET>)"
+                    .into(),
+            ),
+        }
+    }
+    let failed = |e: worker::kv::KvError| worker::Error::RustError(format!("project config: {e}"));
+    match req.method() {
+        Method::Get => match current {
+            Some(config) => Response::from_json(&config.public_view(&project)),
+            None => refuse(
+                404,
+                "NOT_FOUND",
+                format!("project {project} has no configuration"),
+            ),
+        },
+        Method::Put => {
+            let body = req.bytes().await?;
+            let config = match ProjectConfig::parse(&body) {
+                Ok(config) => config,
+                Err(message) => return refuse(400, "BAD_REQUEST", message),
+            };
+            let text = serde_json::to_string(&config)?;
+            kv.put(&config_key(&project), text)
+                .map_err(failed)?
+                .execute()
+                .await
+                .map_err(failed)?;
+            remember(&project, Some(config.clone()));
+            Response::from_json(&config.public_view(&project))
+        }
+        Method::Delete => {
+            if current.is_none() {
+                return refuse(
+                    404,
+                    "NOT_FOUND",
+                    format!("project {project} has no configuration"),
+                );
+            }
+            kv.delete(&config_key(&project)).await.map_err(failed)?;
+            remember(&project, None);
+            Ok(Response::empty()?.with_status(204))
+        }
+        _ => refuse(405, "METHOD_NOT_ALLOWED", "GET, PUT or DELETE".into()),
+    }
+}
