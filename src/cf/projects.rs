@@ -8,6 +8,7 @@ use crate::auth::policy::{
 };
 use crate::auth::project::{config_key, valid_project, ProjectConfig};
 use crate::auth::token::Scope;
+use crate::durable_streams::read::SSE_UNTIL_HEADER;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use worker::{Env, Headers, Method, Request, Response, Result};
@@ -81,13 +82,23 @@ pub fn denied_response(denied: &Denied) -> Result<Response> {
         .with_headers(headers))
 }
 
-/// Checks a stream request against its project's configuration: `Some(refusal)` when it may
-/// not go on. A project without configuration is open, as is a path without a project.
-pub async fn guard_stream(req: &Request, env: &Env) -> Result<Option<Response>> {
+/// What the guard decided about a stream request.
+pub enum Guard {
+    /// It goes on; `expires` is its token's expiry (seconds since the epoch), which ends an
+    /// event stream it opens.
+    Allowed { expires: Option<u64> },
+    /// It is answered with this refusal.
+    Refused(Response),
+}
+
+/// Checks a stream request against its project's configuration. A project without
+/// configuration is open, as is a path without a project.
+pub async fn guard_stream(req: &Request, env: &Env) -> Result<Guard> {
     let path = req.path();
     let method = req.method().to_string();
+    let open = Guard::Allowed { expires: None };
     let Some(need) = needed_scope(&method) else {
-        return Ok(None);
+        return Ok(open);
     };
     let authorization = req.headers().get("Authorization")?;
     let fork_source = req.headers().get("Stream-Forked-From")?;
@@ -96,8 +107,9 @@ pub async fn guard_stream(req: &Request, env: &Env) -> Result<Option<Response>> 
         Some(target) => project_config(env, target.project).await?,
         None => None,
     };
+    let mut expires = None;
     if let (Some(target), Some(config)) = (&target, &config) {
-        if let Err(denied) = authorize(
+        match authorize(
             config,
             target.project,
             Some(target.stream),
@@ -105,7 +117,8 @@ pub async fn guard_stream(req: &Request, env: &Env) -> Result<Option<Response>> 
             authorization.as_deref(),
             now_s(),
         ) {
-            return denied_response(&denied).map(Some);
+            Ok(claims) => expires = claims.map(|c| c.exp),
+            Err(denied) => return denied_response(&denied).map(Guard::Refused),
         }
     }
     // A fork reads its source: it needs read there, and stays within its project.
@@ -120,7 +133,7 @@ pub async fn guard_stream(req: &Request, env: &Env) -> Result<Option<Response>> 
             matches!((&target, &source_target), (Some(t), Some(s)) if t.project == s.project);
         if (config.is_some() || source_config.is_some()) && !same_project {
             let project = target.as_ref().map_or("", |t| t.project);
-            return denied_response(&fork_across_projects(source, project)).map(Some);
+            return denied_response(&fork_across_projects(source, project)).map(Guard::Refused);
         }
         if let (Some(source), Some(config)) = (&source_target, &source_config) {
             if let Err(denied) = authorize(
@@ -131,11 +144,29 @@ pub async fn guard_stream(req: &Request, env: &Env) -> Result<Option<Response>> 
                 authorization.as_deref(),
                 now_s(),
             ) {
-                return denied_response(&denied).map(Some);
+                return denied_response(&denied).map(Guard::Refused);
             }
         }
     }
-    Ok(None)
+    Ok(Guard::Allowed { expires })
+}
+
+/// Forwards `req` so that an event stream it opens ends when its token expires (the client
+/// reconnects with a fresh token and its offset). A client's own value of the header is never
+/// passed on.
+pub fn with_expiry(req: Request, expires: Option<u64>) -> Result<Request> {
+    // Event streams are GETs, which have no body to carry over.
+    if req.method() != Method::Get || (expires.is_none() && !req.headers().has(SSE_UNTIL_HEADER)?) {
+        return Ok(req);
+    }
+    let headers = req.headers().clone();
+    headers.delete(SSE_UNTIL_HEADER)?;
+    if let Some(expires) = expires {
+        headers.set(SSE_UNTIL_HEADER, &expires.saturating_mul(1_000).to_string())?;
+    }
+    let mut init = worker::RequestInit::new();
+    init.with_method(Method::Get).with_headers(headers);
+    Request::new_with_init(req.url()?.as_str(), &init)
 }
 
 /// The path of a fork source as the header names it (a path, or a URL).

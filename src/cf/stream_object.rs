@@ -110,17 +110,18 @@ pub async fn worker_fetch(req: Request, env: &Env) -> Result<Response> {
     if path.split('/').any(|segment| segment == "__ds") {
         return plain(404, "not found");
     }
-    match super::projects::guard_stream(&req, env).await {
-        Ok(None) => {}
-        Ok(Some(refusal)) => return Ok(refusal),
+    let expires = match super::projects::guard_stream(&req, env).await {
+        Ok(super::projects::Guard::Allowed { expires }) => expires,
+        Ok(super::projects::Guard::Refused(refusal)) => return Ok(refusal),
         Err(e) => return plain(500, &format!("project configuration: {e}")),
-    }
+    };
     let forwarded = async {
         let stub = env
             .durable_object(STREAMS_BINDING)?
             .id_from_name(&path)?
             .get_stub()?;
-        stub.fetch_with_request(req).await
+        stub.fetch_with_request(super::projects::with_expiry(req, expires)?)
+            .await
     };
     match forwarded.await {
         Ok(response) => Ok(response),

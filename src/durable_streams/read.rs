@@ -200,11 +200,16 @@ pub async fn read(
             if needs_base64(&normalize_content_type(&view.content_type)) {
                 headers.push(("stream-sse-data-encoding".to_owned(), "base64".to_owned()));
             }
+            let until_ms = req
+                .headers
+                .get(SSE_UNTIL_HEADER)
+                .and_then(|v| v.trim().parse::<u64>().ok());
             Ok(ReadOutcome::Sse(Box::new(Sse {
                 from,
                 cursor: params.cursor,
                 idle_control: true,
                 started_ms: platform.now_ms(),
+                until_ms,
                 finished: false,
                 headers,
             })))
@@ -278,6 +283,10 @@ async fn long_poll(
     }
 }
 
+/// The request header by which the edge ends an event stream at a time (ms since the epoch):
+/// the expiry of the token that opened it. The edge sets it, overwriting any a client sent.
+pub const SSE_UNTIL_HEADER: &str = "x-stream-sse-until-ms";
+
 /// An event stream between two events.
 #[derive(Debug)]
 pub struct Sse {
@@ -286,6 +295,8 @@ pub struct Sse {
     /// A control event is due even without data (the first round, keep-alives).
     idle_control: bool,
     started_ms: u64,
+    /// When it must end (the token that opened it expires), if ever.
+    until_ms: Option<u64>,
     finished: bool,
     /// The response headers.
     pub headers: Vec<(String, String)>,
@@ -347,7 +358,8 @@ pub async fn sse_next(
         sse.idle_control = false;
         sse.from = next;
         let elapsed = now.saturating_sub(sse.started_ms);
-        if done || elapsed >= config.sse_recycle_ms {
+        let expired = sse.until_ms.is_some_and(|until| now >= until);
+        if done || expired || elapsed >= config.sse_recycle_ms {
             sse.finished = true;
         }
         if !text.is_empty() {
@@ -360,6 +372,10 @@ pub async fn sse_next(
             let wait = config
                 .long_poll_ms
                 .min(config.sse_recycle_ms.saturating_sub(elapsed))
+                .min(
+                    sse.until_ms
+                        .map_or(u64::MAX, |until| until.saturating_sub(now)),
+                )
                 .max(1);
             let timer = platform.sleep(wait);
             futures_util::pin_mut!(timer);

@@ -165,6 +165,31 @@ describe('streams of a configured project', () => {
     }
   })
 
+  test('an event stream ends when the token that opened it expires; the same token then gets 401', async () => {
+    const path = `/v1/stream/${project}/expiring`
+    const write = mint({ sub: project, scope: 'write' })
+    expect((await create(path, write)).status).toBe(201)
+    expect((await append(path, write, { before: true })).status).toBeLessThan(300)
+    const exp = Math.floor(Date.now() / 1000) + 3
+    const read = mint({ sub: project, scope: 'read', exp })
+    const res = await fetch(`${worker.url}${path}?offset=-1&live=sse`, { headers: { authorization: `Bearer ${read}` } })
+    expect(res.status).toBe(200)
+    let text = ''
+    const reading = (async () => {
+      const decoder = new TextDecoder()
+      for await (const chunk of res.body) text += decoder.decode(chunk, { stream: true })
+      return Date.now()
+    })()
+    await new Promise((r) => setTimeout(r, 500))
+    expect((await append(path, write, { during: true })).status).toBeLessThan(300)
+    const ended = await Promise.race([reading, new Promise((r) => setTimeout(() => r('still open'), 20_000))])
+    expect(ended, 'the event stream ended').not.toBe('still open')
+    expect(ended).toBeGreaterThanOrEqual(exp * 1000 - 1_000)
+    expect(text).toContain('"before":true')
+    expect(text).toContain('"during":true')
+    expectRefused(await call(`${path}?offset=-1&live=sse`, { token: read }), 401, 'TOKEN_EXPIRED')
+  }, 60_000)
+
   test('key rotation: a new key signs, the old one verifies until it is removed', async () => {
     const path = `/v1/stream/${project}/rotation`
     const old = mint({ sub: project, scope: 'write' }, KEY_1)
