@@ -5,7 +5,9 @@
 //! - `SYNC_TRANSPORTS`: enabled transports, default `ws,http,do-rpc`
 //! - `SYNC_CORS`: `true` to answer preflights and add CORS headers (default `false`)
 //! - `ADMIN_SECRET` (a secret): turns on the admin API and dashboard at `/admin/`
+//! - `SYNC_AUTH_PROJECT`: the project whose tokens guard every store (`JwtAuth`); unset: open
 
+use crate::cf::projects::JwtAuth;
 use crate::cf::{AdminApi, SyncBackendObject, SyncWorker};
 use crate::livestore::options::{Storage, SyncObjectOptions, Transports, WorkerOptions};
 use crate::livestore::wire::{encode_defect, encode_do_rpc_reply};
@@ -35,9 +37,16 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         return admin.fetch(req, &env).await;
     }
     let cors = var(&env, "SYNC_CORS").is_some_and(|v| v.trim() == "true");
-    SyncWorker::new(WorkerOptions::new().enable_cors(cors))
-        .fetch(req, &env)
-        .await
+    let mut options = WorkerOptions::new().enable_cors(cors);
+    if let Some(project) = var(&env, "SYNC_AUTH_PROJECT").filter(|p| !p.trim().is_empty()) {
+        let auth = JwtAuth::new(project.trim());
+        let env = env.clone();
+        options = options.validate_payload(move |payload, context| {
+            let (auth, env) = (auth.clone(), env.clone());
+            async move { auth.check(&env, payload.as_ref(), &context).await }
+        });
+    }
+    SyncWorker::new(options).fetch(req, &env).await
 }
 
 fn object_options(env: &Env) -> std::result::Result<SyncObjectOptions, String> {

@@ -121,6 +121,28 @@ pub fn authorize(
     Ok(Some(claims))
 }
 
+/// Whether the token of a LiveStore client (its sync payload's `authToken`) may sync store
+/// `store_id` (`need`: write to sync, read to read the store's stream) in `project`.
+pub fn authorize_store(
+    config: &ProjectConfig,
+    project: &str,
+    store_id: &str,
+    need: Scope,
+    token: Option<&str>,
+    now: u64,
+) -> Result<Option<Claims>, Denied> {
+    let authorization = token.map(|t| format!("Bearer {t}"));
+    let claims = authorize(config, project, None, need, authorization.as_deref(), now)?;
+    match claims {
+        Some(claims) if !claims.covers_store(store_id) => Err(Denied::new(
+            403,
+            "WRONG_STORE",
+            format!("the token is not for store {store_id}"),
+        )),
+        claims => Ok(claims),
+    }
+}
+
 /// A refusal of a fork whose source is in another project than the fork.
 pub fn fork_across_projects(source: &str, project: &str) -> Denied {
     Denied::new(
@@ -153,6 +175,7 @@ mod tests {
             nbf: None,
             iat: None,
             stream_id: stream.map(str::to_owned),
+            store: None,
         };
         format!("Bearer {}", sign(&claims, KEY).unwrap())
     }

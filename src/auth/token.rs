@@ -37,6 +37,23 @@ pub struct Claims {
     /// The one stream (path after the project) the token is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_id: Option<String>,
+    /// The LiveStore store the token is for: its id, or a prefix of ids ending in `*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+}
+
+impl Claims {
+    /// Whether the token may be used for store `store_id` (a token without a store claim is
+    /// for streams only).
+    pub fn covers_store(&self, store_id: &str) -> bool {
+        match self.store.as_deref() {
+            Some(pattern) => match pattern.strip_suffix('*') {
+                Some(prefix) => store_id.starts_with(prefix),
+                None => pattern == store_id,
+            },
+            None => false,
+        }
+    }
 }
 
 /// Why a token was refused.
@@ -153,6 +170,7 @@ mod tests {
             nbf: None,
             iat: None,
             stream_id: None,
+            store: None,
         }
     }
 
@@ -237,6 +255,16 @@ mod tests {
             verify(&token, &keys(&["k"]), 1_000),
             Err(TokenError::Claims(_))
         ));
+    }
+
+    #[test]
+    fn store_claims_name_a_store_or_a_prefix() {
+        let mut c = claims(Scope::Write, 2_000);
+        assert!(!c.covers_store("s"), "no store claim: streams only");
+        c.store = Some("team-1/*".into());
+        assert!(c.covers_store("team-1/todos") && !c.covers_store("team-2/todos"));
+        c.store = Some("exact".into());
+        assert!(c.covers_store("exact") && !c.covers_store("exactly"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use super::admin::admin_secret;
 use crate::auth::policy::{
-    authorize, fork_across_projects, needed_scope, split_stream_path, Denied,
+    authorize, authorize_store, fork_across_projects, needed_scope, split_stream_path, Denied,
 };
 use crate::auth::project::{config_key, valid_project, ProjectConfig};
 use crate::auth::token::Scope;
@@ -270,5 +270,55 @@ pub async fn config_fetch(mut req: Request, env: &Env) -> Result<Response> {
             Ok(Response::empty()?.with_status(204))
         }
         _ => refuse(405, "METHOD_NOT_ALLOWED", "GET, PUT or DELETE".into()),
+    }
+}
+
+/// Tokens of a project guarding LiveStore stores: plug [`JwtAuth::check`] into
+/// `WorkerOptions::validate_payload`. The client sends its token as the sync payload's
+/// `authToken` (`syncPayload: { authToken }`); the token must name the store (`store` claim: the
+/// id, or a prefix ending in `*`); sync needs a write token, reading the store's stream
+/// (`/v1/livestore/…`, the same gate) any token (none when the project is public).
+#[derive(Clone, Debug)]
+pub struct JwtAuth {
+    project: String,
+}
+
+impl JwtAuth {
+    /// Guards stores with the keys of `project`.
+    pub fn new(project: impl Into<String>) -> Self {
+        JwtAuth {
+            project: project.into(),
+        }
+    }
+
+    /// The check, for `validate_payload`: `Err` with the code and reason.
+    pub async fn check(
+        &self,
+        env: &Env,
+        payload: Option<&serde_json::Value>,
+        context: &crate::livestore::options::PayloadContext,
+    ) -> std::result::Result<(), String> {
+        let config = project_config(env, &self.project)
+            .await
+            .map_err(|e| format!("project configuration: {e}"))?
+            .ok_or_else(|| format!("project {} has no configuration", self.project))?;
+        let token = payload
+            .and_then(|p| p.get("authToken"))
+            .and_then(serde_json::Value::as_str);
+        let need = if context.read_only {
+            Scope::Read
+        } else {
+            Scope::Write
+        };
+        authorize_store(
+            &config,
+            &self.project,
+            &context.store_id,
+            need,
+            token,
+            now_s(),
+        )
+        .map(|_| ())
+        .map_err(|denied| format!("{}: {}", denied.code, denied.message))
     }
 }

@@ -120,7 +120,7 @@ impl SyncWorker {
             None => return refuse(404, "not found".into()),
         };
         let response = self
-            .gate_and_forward(req, env, &view.store_id, view.payload.as_ref())
+            .gate_and_forward(req, env, &view.store_id, view.payload.as_ref(), true)
             .await?;
         if !self.options.enable_cors {
             return Ok(response);
@@ -141,7 +141,7 @@ impl SyncWorker {
         {
             return refuse(status, message);
         }
-        self.gate_and_forward(req, env, &params.store_id, params.payload.as_ref())
+        self.gate_and_forward(req, env, &params.store_id, params.payload.as_ref(), false)
             .await
     }
 
@@ -153,10 +153,12 @@ impl SyncWorker {
         env: &Env,
         store_id: &StoreId,
         payload: Option<&serde_json::Value>,
+        read_only: bool,
     ) -> Result<Response> {
         let context = PayloadContext {
             store_id: store_id.as_str().to_owned(),
             headers: header_map(req.headers()),
+            read_only,
         };
         if let Err(message) = self.options.check_payload(payload, context).await {
             return refuse(400, format!("Invalid payload: {message}"));

@@ -135,6 +135,8 @@ pub struct PayloadContext {
     pub store_id: String,
     /// All request headers, lowercased names.
     pub headers: BTreeMap<String, String>,
+    /// A read of the store's stream (`/v1/livestore/…`) rather than sync, which also writes.
+    pub read_only: bool,
 }
 
 /// A push as hooks see it.
@@ -466,6 +468,7 @@ mod tests {
                 }
             });
         let ctx = || PayloadContext {
+            read_only: false,
             store_id: "s".into(),
             headers: BTreeMap::new(),
         };
