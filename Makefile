@@ -29,7 +29,7 @@ EXAMPLE_SOURCES := $(shell find $(EXAMPLE)/src -name '*.rs') $(EXAMPLE)/Cargo.to
 NPM_DIRS := client-ts tests tests/conformance
 NPM_STAMPS := $(addsuffix /node_modules/.setup-stamp,$(NPM_DIRS))
 
-.PHONY: dev test setup tools npm worker worker-faults example-token-auth builds deploy-check lint typecheck unit fuzz-short fuzz e2e conformance bench bench-streams profile soak soak-crash soak-load clean
+.PHONY: dev test setup tools npm worker worker-faults example-token-auth cli builds deploy-check lint typecheck unit fuzz-short fuzz e2e conformance bench bench-streams profile soak soak-crash soak-load clean
 
 setup: tools npm
 
@@ -75,7 +75,11 @@ $(EXAMPLE)/build/index.js: $(RUST_SOURCES) $(EXAMPLE_SOURCES) client-ts/node_mod
 	@touch $@
 
 # Every Worker the tests run.
-builds: worker worker-faults example-token-auth
+builds: worker worker-faults example-token-auth cli
+
+# The command-line tool (cli/), which tests/cli/ runs against the Worker.
+cli:
+	cargo build -p livestore-sync-cli
 
 # Both Workers bundle for deployment (offline: --dry-run uploads nothing).
 deploy-check: worker example-token-auth
@@ -90,7 +94,8 @@ lint: typecheck
 	cargo fmt --all --check
 	cargo fmt --manifest-path fuzz/Cargo.toml --check
 	cargo clippy -p livestore-sync-rs --all-targets -- -D warnings
-	cargo clippy --workspace --target wasm32-unknown-unknown -- -D warnings
+	cargo clippy -p livestore-sync-cli --all-targets -- -D warnings
+	cargo clippy --workspace --exclude livestore-sync-cli --target wasm32-unknown-unknown -- -D warnings
 	cargo clippy -p livestore-sync-rs --target wasm32-unknown-unknown --features fault-injection -- -D warnings
 	cargo clippy --manifest-path fuzz/Cargo.toml -- -D warnings
 
@@ -100,6 +105,7 @@ typecheck: client-ts/node_modules/.setup-stamp
 
 unit:
 	cargo test --all-targets
+	cargo test -p livestore-sync-cli
 
 # libFuzzer over every decoder reachable from the network (fuzz/, see RELIABILITY.md):
 # a short run of each target from the committed corpora, as part of `make test`...

@@ -53,7 +53,7 @@ note "lint, unit tests and fuzz build | Worker builds"
 (
   step lint make -s lint
   # cargo test prints one "test result" line per test binary
-  if cargo test --all-targets >"$logs/unit.log" 2>&1; then ok=1; else ok=0; fi
+  if make -s unit >"$logs/unit.log" 2>&1; then ok=1; else ok=0; fi
   read -r p f < <(awk '/^test result:/ { p += $4; f += $6 } END { print p + 0, f + 0 }' "$logs/unit.log")
   if [ "$ok" = 0 ] && [ "$f" = 0 ]; then f=1; fi # did not build or run
   part unit "$p" "$f"

@@ -58,6 +58,24 @@ impl ProjectConfig {
         Ok(config)
     }
 
+    /// Rotation: `secret` signs from now on; the current ones still verify (the oldest is
+    /// dropped past [`MAX_SECRETS`]).
+    pub fn rotate(&mut self, secret: String) -> Result<(), String> {
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(format!(
+                "signingSecret is shorter than {MIN_SECRET_BYTES} bytes"
+            ));
+        }
+        self.signing_secrets.insert(0, secret);
+        self.signing_secrets.truncate(MAX_SECRETS);
+        Ok(())
+    }
+
+    /// Retires every key but the one that signs: tokens signed with older keys stop working.
+    pub fn retire_old_keys(&mut self) {
+        self.signing_secrets.truncate(1);
+    }
+
     /// The configuration as the API shows it.
     pub fn public_view(&self, project: &str) -> PublicConfig {
         PublicConfig {
@@ -106,6 +124,25 @@ mod tests {
         ] {
             assert!(ProjectConfig::parse(bad.as_bytes()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn rotation_puts_the_new_key_first_and_retiring_keeps_it_alone() {
+        let (a, b) = ("a".repeat(32), "b".repeat(32));
+        let mut config = ProjectConfig {
+            signing_secrets: vec![a.clone()],
+            cors_origins: vec![],
+            public: false,
+        };
+        assert!(config.rotate("short".into()).is_err());
+        config.rotate(b.clone()).unwrap();
+        assert_eq!(config.signing_secrets, [b.clone(), a]);
+        config.retire_old_keys();
+        assert_eq!(config.signing_secrets, [b]);
+        for i in 0..20 {
+            config.rotate(format!("{i:0>32}")).unwrap();
+        }
+        assert_eq!(config.signing_secrets.len(), MAX_SECRETS);
     }
 
     #[test]

@@ -180,10 +180,12 @@ fn source_path(source: &str) -> String {
 /// Serves `/v1/config/<project>`.
 pub async fn config_fetch(mut req: Request, env: &Env) -> Result<Response> {
     let path = req.path();
-    let project = path
-        .strip_prefix(CONFIG_PREFIX)
-        .unwrap_or_default()
-        .to_owned();
+    let rest = path.strip_prefix(CONFIG_PREFIX).unwrap_or_default();
+    // `<project>`, `<project>/keys` (POST: rotate) or `<project>/keys/old` (DELETE: retire).
+    let (project, keys) = match rest.split_once('/') {
+        Some((project, keys)) => (project.to_owned(), Some(keys.to_owned())),
+        None => (rest.to_owned(), None),
+    };
     let refuse = |status: u16, code: &'static str, message: String| {
         denied_response(&Denied {
             status,
@@ -233,6 +235,46 @@ pub async fn config_fetch(mut req: Request, env: &Env) -> Result<Response> {
         }
     }
     let failed = |e: worker::kv::KvError| worker::Error::RustError(format!("project config: {e}"));
+    if let Some(keys) = keys {
+        let Some(mut config) = current else {
+            return refuse(
+                404,
+                "NOT_FOUND",
+                format!("project {project} has no configuration"),
+            );
+        };
+        match (req.method(), keys.as_str()) {
+            (Method::Post, "keys") => {
+                #[derive(serde::Deserialize)]
+                #[serde(rename_all = "camelCase")]
+                struct NewKey {
+                    signing_secret: String,
+                }
+                let body = req.bytes().await?;
+                let rotated = serde_json::from_slice::<NewKey>(&body)
+                    .map_err(|e| format!("invalid key: {e}"))
+                    .and_then(|key| config.rotate(key.signing_secret));
+                if let Err(message) = rotated {
+                    return refuse(400, "BAD_REQUEST", message);
+                }
+            }
+            (Method::Delete, "keys/old") => config.retire_old_keys(),
+            _ => {
+                return refuse(
+                    404,
+                    "NOT_FOUND",
+                    "key operations: POST …/keys, DELETE …/keys/old".into(),
+                )
+            }
+        }
+        kv.put(&config_key(&project), serde_json::to_string(&config)?)
+            .map_err(failed)?
+            .execute()
+            .await
+            .map_err(failed)?;
+        remember(&project, Some(config.clone()));
+        return Response::from_json(&config.public_view(&project));
+    }
     match req.method() {
         Method::Get => match current {
             Some(config) => Response::from_json(&config.public_view(&project)),
