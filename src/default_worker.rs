@@ -55,6 +55,9 @@ fn object_options(env: &Env) -> std::result::Result<SyncObjectOptions, String> {
         options =
             options.storage(Storage::parse(&storage).map_err(|e| format!("SYNC_STORAGE: {e}"))?);
     }
+    if var(env, "SYNC_AUTH_PROJECT").is_some_and(|p| !p.trim().is_empty()) {
+        options = options.close_sockets_on_token_expiry(true);
+    }
     if let Some(transports) = var(env, "SYNC_TRANSPORTS") {
         options = options.enabled_transports(
             Transports::parse(&transports).map_err(|e| format!("SYNC_TRANSPORTS: {e}"))?,
@@ -78,6 +81,13 @@ impl DurableObject for SyncBackendDO {
         match &self.0 {
             Ok(object) => object.fetch(req).await,
             Err(message) => Response::error(format!("Invalid configuration: {message}"), 500),
+        }
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        match &self.0 {
+            Ok(object) => object.alarm().await,
+            Err(_) => Response::ok(""),
         }
     }
 

@@ -126,9 +126,13 @@ impl SyncBackendObject {
                     payload: params.payload,
                     headers: forwarded,
                 };
+                let expiry = inner.options.socket_expiry(&context);
                 if let Err(e) = inner.sockets.accept(&inner.state, pair.server, context) {
                     worker::console_error!("accepting a socket failed: {e}");
                     return Response::error(format!("could not store the connection: {e}"), 500);
+                }
+                if let Some(at) = expiry {
+                    inner.wake_at(at).await;
                 }
                 Response::from_websocket(pair.client)
             }
@@ -158,6 +162,20 @@ impl SyncBackendObject {
             ),
         }
         Ok(())
+    }
+
+    /// The alarm: closes the sockets whose token expired, and arms for the next one.
+    pub async fn alarm(&self) -> Result<Response> {
+        let inner = &self.inner;
+        let now = (js_sys::Date::now() / 1_000.0) as u64;
+        let options = &inner.options;
+        if let Some(next) = inner
+            .sockets
+            .close_expired(&inner.state, now, |c| options.socket_expiry(c))
+        {
+            inner.wake_at(next).await;
+        }
+        Response::ok("")
     }
 
     /// Handles a WebSocket close: completes the closing handshake.
@@ -245,6 +263,23 @@ impl Inner {
         Ok(backend)
     }
 
+    /// Makes the alarm ring by `at` (seconds since the epoch), unless it rings sooner.
+    pub(super) async fn wake_at(&self, at: u64) {
+        let at_ms = at.saturating_mul(1_000) as i64;
+        let storage = self.state.storage();
+        let current = storage.get_alarm().await.ok().flatten();
+        if current.is_none_or(|current| current > at_ms) {
+            if let Err(e) = storage
+                .set_alarm(worker::ScheduledTime::new(js_sys::Date::new(
+                    &(at_ms as f64).into(),
+                )))
+                .await
+            {
+                worker::console_error!("arming the token-expiry alarm failed: {e}");
+            }
+        }
+    }
+
     /// Whether the backend of `store_id` is open.
     pub(super) fn has_backend(&self, store_id: &StoreId) -> bool {
         self.backend
@@ -296,6 +331,16 @@ impl Inner {
         let Some((conn, context)) = self.sockets.connection(&self.state, ws) else {
             return send_text(ws, &encode_defect("connection state lost; reconnect"));
         };
+        if let Some(at) = self.options.socket_expiry(&context) {
+            let now = (js_sys::Date::now() / 1_000.0) as u64;
+            if at <= now {
+                // Its token expired before the alarm came round: no more requests on it.
+                let options = &self.options;
+                self.sockets
+                    .close_expired(&self.state, now, |c| options.socket_expiry(c));
+                return;
+            }
+        }
         let mut reply = WsReply {
             state: &self.state,
             sockets: &self.sockets,

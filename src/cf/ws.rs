@@ -31,6 +31,8 @@ const CLOSE_TOO_SLOW: u16 = 1013;
 /// Close code for a socket whose state is lost (RFC 6455 "internal error"): the client
 /// reconnects.
 const CLOSE_STATE_LOST: u16 = 1011;
+/// Close code of a socket whose client's token expired ("policy violation").
+const CLOSE_TOKEN_EXPIRED: u16 = 1008;
 const STATE_LOST: &str = "connection state lost; reconnect";
 /// How many interrupted request ids a socket remembers (ids only grow, so the latest matter).
 const INTERRUPTED_KEPT: usize = 256;
@@ -386,6 +388,39 @@ impl Sockets {
             }
         }
         closed
+    }
+
+    /// Closes the sockets whose `expiry` (seconds since the epoch) is at or before `now`;
+    /// returns the earliest expiry of the others.
+    pub fn close_expired(
+        &self,
+        state: &State,
+        now: u64,
+        expiry: impl Fn(&HookContext) -> Option<u64>,
+    ) -> Option<u64> {
+        let mut registry = self.registry.borrow_mut();
+        self.load(state, &mut registry);
+        let mut next: Option<u64> = None;
+        let mut expired = Vec::new();
+        for (conn, socket) in registry.by_conn.iter() {
+            match expiry(&socket.context) {
+                Some(at) if at <= now => expired.push(conn.clone()),
+                Some(at) => next = Some(next.map_or(at, |n| n.min(at))),
+                None => {}
+            }
+        }
+        for conn in expired {
+            if let Some(socket) = registry.by_conn.remove(&conn) {
+                let _ = socket.ws.close(
+                    Some(CLOSE_TOKEN_EXPIRED),
+                    Some("token expired: reconnect with a new one"),
+                );
+            }
+            if let Err(e) = self.states.remove(&conn) {
+                worker::console_error!("removing a closed socket's state failed: {e}");
+            }
+        }
+        next
     }
 
     /// The socket closed or failed: its state goes.

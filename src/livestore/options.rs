@@ -179,6 +179,7 @@ pub struct SyncObjectOptions {
     pub(crate) response_headers: Vec<(String, String)>,
     pub(crate) storage: Storage,
     pub(crate) binding: Option<String>,
+    pub(crate) close_on_token_expiry: bool,
 }
 
 impl SyncObjectOptions {
@@ -274,6 +275,23 @@ impl SyncObjectOptions {
     pub fn binding(mut self, binding: impl Into<String>) -> Self {
         self.binding = Some(binding.into());
         self
+    }
+
+    /// Closes a WebSocket when the token its client synced with (the sync payload's
+    /// `authToken`, verified by the Worker, e.g. with `JwtAuth`) expires: the client reconnects
+    /// and must bring a valid token. Off by default.
+    pub fn close_sockets_on_token_expiry(mut self, on: bool) -> Self {
+        self.close_on_token_expiry = on;
+        self
+    }
+
+    /// When the socket whose hook context is `context` must close (seconds since the epoch).
+    pub(crate) fn socket_expiry(&self, context: &HookContext) -> Option<u64> {
+        if !self.close_on_token_expiry {
+            return None;
+        }
+        let token = context.payload.as_ref()?.get("authToken")?.as_str()?;
+        crate::auth::token::unverified_expiry(token)
     }
 
     /// The binding of this object class.

@@ -8,7 +8,7 @@ import { stream } from '@durable-streams/client'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { clientPool, eventsOf } from '../support/livestore-client.mjs'
 import { httpPushRequest, httpSyncUrl, newRequestId, postRaw } from '../support/raw-http.mjs'
-import { upgradeResponse, wsSyncUrl } from '../support/raw-ws.mjs'
+import { RawSocket, newRequestId as newWsId, pullRequest, upgradeResponse, wsSyncUrl } from '../support/raw-ws.mjs'
 import { sharedDefaultWorker } from '../support/shared.mjs'
 import { makeEvents, normalizeEvent, storedRows, uniqueStoreId } from '../support/util.mjs'
 
@@ -102,6 +102,29 @@ describe('stores guarded by the tokens of a project (SYNC_AUTH_PROJECT)', () => 
     const res = await stream({ url: url({ authToken: mint({ scope: 'read', store: storeId }) }), offset: '-1', live: false, json: true, warnOnHttp: false })
     expect((await res.json()).map((e) => e.seqNum)).toEqual([1, 2, 3])
   })
+
+  test('a socket is closed when the token it synced with expires, idle or not', async () => {
+    const storeId = uniqueStoreId('tok-expiry')
+    const exp = Math.floor(Date.now() / 1000) + 3
+    const payload = { authToken: mint({ scope: 'write', store: storeId, exp }) }
+    const raw = await RawSocket.open(wsSyncUrl(worker.url, storeId, { payload: encodeURIComponent(JSON.stringify(payload)) }))
+    try {
+      const live = newWsId()
+      raw.send(pullRequest(live, storeId, { live: true }))
+      await raw.until(() => raw.messages.find((m) => m.json?._tag === 'Chunk' && m.json.requestId === live), { what: 'the catch-up' })
+      // Nothing more is sent: the object's alarm closes the idle socket when the token expires.
+      const closed = await raw.closed({ timeoutMs: 20_000 })
+      expect(closed.code).toBe(1008)
+      expect(closed.reason).toMatch(/token expired/)
+      expect(Date.now()).toBeGreaterThanOrEqual(exp * 1000 - 1_000)
+    } finally {
+      raw.terminate()
+    }
+    // The client reconnects with its expired token: refused at the gate.
+    const again = await upgradeResponse(wsSyncUrl(worker.url, storeId, { payload: encodeURIComponent(JSON.stringify(payload)) }))
+    expect(again.status).toBe(400)
+    expect(again.body).toMatch(/TOKEN_EXPIRED/)
+  }, 40_000)
 
   test('key rotation: tokens of the old key work until it is retired', async () => {
     const storeId = uniqueStoreId('tok-rotation')
