@@ -424,6 +424,34 @@ mod tests {
     use futures::executor::block_on;
     use serde_json::json;
 
+    #[test]
+    fn sockets_expire_with_their_token_only_when_asked_to() {
+        use crate::auth::token::{sign, Claims, Scope};
+        let claims = Claims {
+            sub: "p".into(),
+            scope: Scope::Write,
+            exp: 1_234,
+            nbf: None,
+            iat: None,
+            stream_id: None,
+            store: Some("s".into()),
+        };
+        let token = sign(&claims, "k").unwrap();
+        let context = HookContext {
+            store_id: "s".into(),
+            payload: Some(serde_json::json!({ "authToken": token })),
+            headers: Default::default(),
+        };
+        assert_eq!(SyncObjectOptions::new().socket_expiry(&context), None);
+        let options = SyncObjectOptions::new().close_sockets_on_token_expiry(true);
+        assert_eq!(options.socket_expiry(&context), Some(1_234));
+        let without = HookContext {
+            payload: None,
+            ..context
+        };
+        assert_eq!(options.socket_expiry(&without), None);
+    }
+
     #[derive(serde::Deserialize, schemars::JsonSchema)]
     #[serde(rename_all = "camelCase")]
     #[allow(dead_code)]
