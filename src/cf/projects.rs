@@ -364,3 +364,51 @@ impl JwtAuth {
         .map_err(|denied| format!("{}: {}", denied.code, denied.message))
     }
 }
+
+/// The `Access-Control-Allow-Origin` a stream response gets: `None` keeps the protocol's `*`
+/// (no project configuration, or one without `corsOrigins`); `Some(None)` allows no origin (the
+/// request's is not listed); `Some(Some(origin))` allows just the request's origin.
+pub async fn allowed_origin(req: &Request, env: &Env) -> Result<Option<Option<String>>> {
+    let path = req.path();
+    let Some(target) = split_stream_path(&path) else {
+        return Ok(None);
+    };
+    let Some(config) = project_config(env, target.project).await? else {
+        return Ok(None);
+    };
+    if config.cors_origins.is_empty() {
+        return Ok(None);
+    }
+    let origin = req.headers().get("Origin")?;
+    Ok(Some(origin.filter(|o| {
+        config.cors_origins.iter().any(|allowed| allowed == o)
+    })))
+}
+
+/// `response` with the allowed origin of [`allowed_origin`] instead of `*`.
+pub fn restrict_origin(response: Response, allowed: Option<Option<String>>) -> Result<Response> {
+    let Some(allowed) = allowed else {
+        return Ok(response);
+    };
+    // Headers of a response from a Durable Object are immutable: copy them.
+    let headers = Headers::new();
+    for (name, value) in response.headers().entries() {
+        headers.append(&name, &value)?;
+    }
+    headers.append("vary", "Origin")?;
+    match allowed {
+        Some(origin) => headers.set("access-control-allow-origin", &origin)?,
+        None => {
+            for name in [
+                "access-control-allow-origin",
+                "access-control-expose-headers",
+                "access-control-allow-methods",
+                "access-control-allow-headers",
+                "access-control-max-age",
+            ] {
+                headers.delete(name)?;
+            }
+        }
+    }
+    Ok(response.with_headers(headers))
+}

@@ -103,6 +103,16 @@ pub(super) fn preflight() -> Result<Response> {
 
 /// The Worker side: answers preflights and forwards stream requests to their object.
 pub async fn worker_fetch(req: Request, env: &Env) -> Result<Response> {
+    let origin = match super::projects::allowed_origin(&req, env).await {
+        Ok(origin) => origin,
+        Err(e) => return plain(500, &format!("project configuration: {e}")),
+    };
+    let response = route_stream(req, env).await?;
+    super::projects::restrict_origin(response, origin)
+}
+
+/// A stream request past CORS: preflights, the project guard, then the stream's object.
+async fn route_stream(req: Request, env: &Env) -> Result<Response> {
     if req.method() == Method::Options {
         return preflight();
     }

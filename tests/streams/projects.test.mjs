@@ -229,6 +229,26 @@ describe('streams of a configured project', () => {
     )
   })
 
+  test("corsOrigins: browsers of the listed origins only; other projects keep '*'", async () => {
+    const cors = `cors-${runId}`
+    expect((await configure(cors, { signingSecrets: [KEY_1], corsOrigins: ['https://app.example'], public: true })).status).toBe(200)
+    const path = `/v1/stream/${cors}/feed`
+    expect((await create(path, mint({ sub: cors, scope: 'write' }))).status).toBe(201)
+    const allowOrigin = async (origin, method = 'GET') =>
+      (await fetch(`${worker.url}${path}${method === 'GET' ? '?offset=-1' : ''}`, {
+        method,
+        headers: { origin, ...(method === 'OPTIONS' ? { 'access-control-request-method': 'POST' } : {}) },
+      })).headers.get('access-control-allow-origin')
+    expect(await allowOrigin('https://app.example')).toBe('https://app.example')
+    expect(await allowOrigin('https://evil.example')).toBeNull()
+    expect(await allowOrigin('https://app.example', 'OPTIONS')).toBe('https://app.example')
+    expect(await allowOrigin('https://evil.example', 'OPTIONS')).toBeNull()
+    const open = `/v1/stream/free-cors-${runId}/s`
+    expect((await create(open)).status).toBe(201)
+    const res = await fetch(`${worker.url}${open}?offset=-1`, { headers: { origin: 'https://evil.example' } })
+    expect(res.headers.get('access-control-allow-origin')).toBe('*')
+  })
+
   test('a public project reads without a token and writes with one', async () => {
     const open = `pub-${runId}`
     expect((await configure(open, { signingSecrets: [KEY_1], public: true })).status).toBe(200)
