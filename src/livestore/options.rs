@@ -285,8 +285,9 @@ impl SyncObjectOptions {
         self
     }
 
-    /// When the socket whose hook context is `context` must close (seconds since the epoch).
-    pub(crate) fn socket_expiry(&self, context: &HookContext) -> Option<u64> {
+    /// When a socket whose hook context is `context` must close (seconds since the epoch):
+    /// the expiry of its sync payload's `authToken`, with `close_sockets_on_token_expiry`.
+    pub fn socket_expiry(&self, context: &HookContext) -> Option<u64> {
         if !self.close_on_token_expiry {
             return None;
         }
