@@ -83,13 +83,15 @@ impl SyncBackendObject {
         let body = read_body(&mut req, MAX_FRAME_BYTES).await?;
         let url = req.url()?;
         let inner = &self.inner;
-        if let Some(response) = super::registry::serve_body(
-            inner.state.storage().sql(),
-            inner.state.id().name(),
-            url.path(),
-            body.as_deref().unwrap_or_default(),
-        ) {
-            return response;
+        if url.path().starts_with(super::registry::REGISTRY_PATH) {
+            if let Some(response) = super::registry::serve_body(
+                inner.state.storage().sql(),
+                inner.state.id().name(),
+                url.path(),
+                body.as_deref().unwrap_or_default(),
+            ) {
+                return response;
+            }
         }
         if crate::admin::route::is_admin_path(url.path()) {
             return super::store_admin::serve(inner, &req).await;
