@@ -63,6 +63,12 @@ fn now_iso() -> String {
         .unwrap_or_default()
 }
 
+/// The current time in whole seconds since the epoch (token expiries are in seconds).
+fn now_s() -> u64 {
+    // Milliseconds since the epoch as a JS number: non-negative and far below 2^53.
+    (js_sys::Date::now() / 1_000.0) as u64
+}
+
 /// Reads a request body of at most `limit` bytes; `None` when it is larger. The body is
 /// always consumed to its end (past the limit it is discarded as it streams in): a Durable
 /// Object that answers before the body forwarded to it is read makes the runtime fail the

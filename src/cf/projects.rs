@@ -3,6 +3,7 @@
 //! (`PUT`/`GET`/`DELETE /v1/config/<project>`, with the admin secret or a manage token).
 
 use super::admin::admin_secret;
+use super::now_s;
 use crate::auth::policy::{
     authorize, authorize_store, fork_across_projects, needed_scope, split_stream_path, Denied,
 };
@@ -27,11 +28,6 @@ thread_local! {
 
 fn now_ms() -> f64 {
     js_sys::Date::now()
-}
-
-fn now_s() -> u64 {
-    // Milliseconds since the epoch as a JS number: non-negative and far below 2^53.
-    (now_ms() / 1_000.0) as u64
 }
 
 /// The configuration of `project`, if it has one.

@@ -232,16 +232,12 @@ async fn delete(inner: &Inner, store_id: &StoreId) -> std::result::Result<String
         .subscriptions
         .clear()
         .map_err(|e| AdminError::internal(e.to_string()))?;
-    let registered = sql
-        .exec(REGISTERED, None)
-        .and_then(|_| {
-            sql.exec(
-                "DELETE FROM admin_registered WHERE storeId = ?",
-                vec![SqlStorageValue::from(store_id.as_str().to_owned())],
-            )
-        })
-        .map_err(|e| AdminError::internal(e.to_string()))?;
-    drop(registered);
+    registered_flag(
+        &sql,
+        "DELETE FROM admin_registered WHERE storeId = ?",
+        store_id.as_str(),
+    )
+    .map_err(|e| AdminError::internal(e.to_string()))?;
     if matches!(inner.options.storage_kind(), Storage::DoSqlite) {
         announce(
             &inner.env,
@@ -269,13 +265,11 @@ pub(super) fn register(inner: &Inner, store_id: &StoreId) {
         return;
     }
     let sql = inner.state.storage().sql();
-    let id = SqlStorageValue::from(store_id.as_str().to_owned());
-    let known = sql.exec(REGISTERED, None).and_then(|_| {
-        sql.exec(
-            "SELECT 1 FROM admin_registered WHERE storeId = ?",
-            vec![id.clone()],
-        )
-    });
+    let known = registered_flag(
+        &sql,
+        "SELECT 1 FROM admin_registered WHERE storeId = ?",
+        store_id.as_str(),
+    );
     match known {
         Ok(cursor) if cursor.raw().next().is_some() => return,
         Ok(_) => {}
@@ -290,9 +284,10 @@ pub(super) fn register(inner: &Inner, store_id: &StoreId) {
     inner.state.wait_until(async move {
         match announce(&env, &binding, STORE_REGISTRY, &name, true).await {
             Ok(()) => {
-                let saved = sql.exec(
+                let saved = registered_flag(
+                    &sql,
                     "INSERT OR IGNORE INTO admin_registered (storeId) VALUES (?)",
-                    vec![id],
+                    &name,
                 );
                 if let Err(e) = saved {
                     worker::console_warn!("admin registry flag: {e}");
@@ -301,4 +296,15 @@ pub(super) fn register(inner: &Inner, store_id: &StoreId) {
             Err(e) => worker::console_warn!("admin registry: {e}"),
         }
     });
+}
+
+/// Runs `statement` (one parameter: the store id) on the object's record that the store is in
+/// the registry, creating its table first.
+fn registered_flag(
+    sql: &worker::SqlStorage,
+    statement: &str,
+    store_id: &str,
+) -> Result<worker::SqlCursor> {
+    sql.exec(REGISTERED, None)?;
+    sql.exec(statement, vec![SqlStorageValue::from(store_id.to_owned())])
 }

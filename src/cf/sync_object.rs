@@ -169,7 +169,7 @@ impl SyncBackendObject {
     /// The alarm: closes the sockets whose token expired, and arms for the next one.
     pub async fn alarm(&self) -> Result<Response> {
         let inner = &self.inner;
-        let now = (js_sys::Date::now() / 1_000.0) as u64;
+        let now = super::now_s();
         let options = &inner.options;
         if let Some(next) = inner
             .sockets
@@ -334,7 +334,7 @@ impl Inner {
             return send_text(ws, &encode_defect("connection state lost; reconnect"));
         };
         if let Some(at) = self.options.socket_expiry(&context) {
-            let now = (js_sys::Date::now() / 1_000.0) as u64;
+            let now = super::now_s();
             if at <= now {
                 // Its token expired before the alarm came round: no more requests on it.
                 let options = &self.options;
