@@ -156,4 +156,18 @@ impl DurableObject for StreamObject {
     async fn alarm(&self) -> Result<Response> {
         self.0.alarm().await
     }
+
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        _code: usize,
+        _reason: String,
+        _was_clean: bool,
+    ) -> Result<()> {
+        self.0.websocket_close(ws).await
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
+        self.0.websocket_close(ws).await
+    }
 }

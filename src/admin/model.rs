@@ -181,6 +181,10 @@ pub struct StreamInfo {
     /// Forks of this stream still alive.
     pub forks: u64,
     pub producers: Vec<ProducerInfo>,
+    /// Live SSE readers held through the Worker's bridge.
+    pub live_readers: u64,
+    /// When the stream's object last started: it sleeps while idle, even with live readers.
+    pub awake_since_ms: u64,
 }
 
 #[cfg(test)]

@@ -43,6 +43,7 @@ pub mod projects;
 mod registry;
 mod reply;
 mod socket_state;
+mod sse_bridge;
 mod store_admin;
 mod store_stream;
 pub mod stream_object;

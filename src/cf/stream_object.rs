@@ -6,6 +6,7 @@
 //! platform: time and timers, the alarm, and the other streams' objects (a fork's source),
 //! reached through internal paths the Worker never forwards.
 
+use super::sse_bridge::{FanOut, BRIDGE_PATH};
 use crate::admin::model::{ProducerInfo, StreamInfo};
 use crate::durable_streams::create::MAX_APPEND_BYTES;
 use crate::durable_streams::http::Response as DsResponse;
@@ -17,7 +18,8 @@ use crate::stream::{Budget, Message, SeqNum, StorageError};
 use std::rc::Rc;
 use std::time::Duration;
 use worker::{
-    Date, Delay, Env, Headers, Method, Request, RequestInit, Response, Result, ScheduledTime, State,
+    Date, Delay, Env, Headers, Method, Request, RequestInit, Response, Result, ScheduledTime,
+    State, WebSocket,
 };
 
 /// The binding of the stream Durable Object.
@@ -125,6 +127,12 @@ async fn route_stream(req: Request, env: &Env) -> Result<Response> {
         Ok(super::projects::Guard::Refused(refusal)) => return Ok(refusal),
         Err(e) => return plain(500, &format!("project configuration: {e}")),
     };
+    let until_ms = expires.map(|s| s.saturating_mul(1_000));
+    match super::sse_bridge::open(&req, env, until_ms).await {
+        Ok(Some(response)) => return Ok(response),
+        Ok(None) => {}
+        Err(e) => return plain(500, &format!("stream object failed: {e}")),
+    }
     let forwarded = async {
         let stub = env
             .durable_object(STREAMS_BINDING)?
@@ -157,9 +165,16 @@ pub(super) fn event_stream(
 pub struct CfPlatform {
     state: State,
     env: Env,
+    /// When this instance of the object started (again after each eviction).
+    woke_ms: u64,
 }
 
 impl CfPlatform {
+    /// The object's state (its storage and hibernatable sockets).
+    pub(super) fn state(&self) -> &State {
+        &self.state
+    }
+
     /// An internal call to the stream object at `path`.
     async fn call(&self, path: &str, op: &str, body: Vec<u8>) -> Result<Response> {
         let stub = self
@@ -306,30 +321,57 @@ fn decode_messages(mut bytes: &[u8]) -> std::result::Result<Vec<Message>, Storag
     Ok(out)
 }
 
-type StreamOf = Stream<SqliteStreamStore, CfPlatform>;
+pub(super) type StreamOf = Stream<SqliteStreamStore, CfPlatform>;
+
+/// The protocol's settings, from the Worker's vars (the Worker's bridge and the object share them).
+pub(super) fn stream_config(env: &Env) -> Config {
+    let var = |name: &str| {
+        env.var(name)
+            .ok()
+            .and_then(|v| v.to_string().trim().parse::<u64>().ok())
+    };
+    let defaults = Config::default();
+    Config {
+        long_poll_ms: var("DS_LONG_POLL_TIMEOUT_MS").unwrap_or(defaults.long_poll_ms),
+        sse_recycle_ms: defaults.sse_recycle_ms,
+        producer_ttl_ms: var("DS_PRODUCER_TTL_SECONDS")
+            .map_or(defaults.producer_ttl_ms, |s| s.saturating_mul(1_000)),
+    }
+}
 
 /// The stream Durable Object's logic; the shipped Worker wraps it as `StreamObject`.
 pub struct StreamsObject {
     stream: std::result::Result<Rc<StreamOf>, StorageError>,
+    fan_out: Rc<FanOut>,
 }
 
 impl StreamsObject {
     pub fn new(state: State, env: Env) -> StreamsObject {
-        let var = |name: &str| {
-            env.var(name)
-                .ok()
-                .and_then(|v| v.to_string().trim().parse::<u64>().ok())
-        };
-        let defaults = Config::default();
-        let config = Config {
-            long_poll_ms: var("DS_LONG_POLL_TIMEOUT_MS").unwrap_or(defaults.long_poll_ms),
-            sse_recycle_ms: defaults.sse_recycle_ms,
-            producer_ttl_ms: var("DS_PRODUCER_TTL_SECONDS")
-                .map_or(defaults.producer_ttl_ms, |s| s.saturating_mul(1_000)),
-        };
-        let stream = SqliteStreamStore::open(state.storage())
-            .map(|store| Rc::new(Stream::new(store, CfPlatform { state, env }, config)));
-        StreamsObject { stream }
+        let config = stream_config(&env);
+        let fan_out = Rc::new(FanOut::default());
+        let bridged = FanOut::readers(&state) > 0;
+        let stream = SqliteStreamStore::open(state.storage()).map(|store| {
+            Rc::new(Stream::new(
+                store,
+                CfPlatform {
+                    state,
+                    env,
+                    woke_ms: Date::now().as_millis(),
+                },
+                config,
+            ))
+        });
+        if let (Ok(stream), true) = (&stream, bridged) {
+            // Woken from hibernation with readers waiting: whatever woke it may concern them.
+            fan_out.start(stream.clone());
+        }
+        StreamsObject { stream, fan_out }
+    }
+
+    /// A bridge socket closed by the Worker (its reader went away).
+    pub async fn websocket_close(&self, ws: WebSocket) -> Result<()> {
+        let _ = ws.close(Some(1000), Some("closed"));
+        Ok(())
     }
 
     fn stream(&self) -> Result<Rc<StreamOf>> {
@@ -362,6 +404,9 @@ impl StreamsObject {
             return to_response(DsResponse::new(413), Cors::Open);
         };
         let stream = self.stream()?;
+        if path == BRIDGE_PATH {
+            return super::sse_bridge::accept(&stream, &self.fan_out, &url).await;
+        }
         if let Some(op) = path.strip_prefix(INTERNAL_PREFIX) {
             return internal(&stream, op, &body).await;
         }
@@ -500,6 +545,8 @@ async fn internal(stream: &StreamOf, op: &str, body: &[u8]) -> Result<Response> 
                     forked_from: meta.fork.map(|f| f.source),
                     forks: meta.ref_count,
                     producers,
+                    live_readers: FanOut::readers(stream.platform().state()) as u64,
+                    awake_since_ms: stream.platform().woke_ms,
                 };
                 Response::from_json(&info)
             }

@@ -7,10 +7,15 @@ pub const CURSOR_EPOCH_MS: u64 = 1_728_432_000_000;
 /// Length of one cursor interval.
 pub const CURSOR_INTERVAL_MS: u64 = 20_000;
 
+/// The cursor a client sent, if it is one (anything else counts as none).
+pub fn parse_cursor(text: &str) -> Option<u64> {
+    text.parse().ok()
+}
+
 /// The cursor to answer with at `now_ms`, given the cursor the client sent.
-pub fn next_cursor(now_ms: u64, client: Option<&str>) -> u64 {
+pub fn next_cursor(now_ms: u64, client: Option<u64>) -> u64 {
     let current = now_ms.saturating_sub(CURSOR_EPOCH_MS) / CURSOR_INTERVAL_MS;
-    match client.and_then(|c| c.parse::<u64>().ok()) {
+    match client {
         // The client is at (or, by clock skew, past) the current interval: move on by one.
         // A cursor at the very end of the range cannot move on; the current one differs.
         Some(sent) if sent >= current => sent.checked_add(1).unwrap_or(current),
@@ -26,10 +31,10 @@ mod tests {
     fn counts_intervals_and_never_echoes() {
         let now = CURSOR_EPOCH_MS + 3 * CURSOR_INTERVAL_MS + 5;
         assert_eq!(next_cursor(now, None), 3);
-        assert_eq!(next_cursor(now, Some("1")), 3);
-        assert_eq!(next_cursor(now, Some("3")), 4);
-        assert_eq!(next_cursor(now, Some("9")), 10);
-        assert_eq!(next_cursor(now, Some("junk")), 3);
+        assert_eq!(next_cursor(now, Some(1)), 3);
+        assert_eq!(next_cursor(now, Some(3)), 4);
+        assert_eq!(next_cursor(now, Some(9)), 10);
+        assert_eq!(next_cursor(now, parse_cursor("junk")), 3);
         assert_eq!(next_cursor(0, None), 0);
     }
 
@@ -37,8 +42,7 @@ mod tests {
     fn never_echoes_the_largest_cursor() {
         // Regression: `saturating_add` answered u64::MAX with itself.
         let now = CURSOR_EPOCH_MS + 3 * CURSOR_INTERVAL_MS;
-        let max = u64::MAX.to_string();
-        assert_eq!(next_cursor(now, Some(&max)), 3);
-        assert_ne!(next_cursor(u64::MAX, Some(&max)), u64::MAX);
+        assert_eq!(next_cursor(now, Some(u64::MAX)), 3);
+        assert_ne!(next_cursor(u64::MAX, Some(u64::MAX)), u64::MAX);
     }
 }

@@ -4,6 +4,7 @@
 //! beside them. Platform-free: what it needs of the platform is a [`platform::Platform`].
 
 pub mod append;
+pub mod bridge;
 pub mod create;
 pub mod cursor;
 pub mod fork;

@@ -3,13 +3,13 @@
 //! and a LiveStore store's event log (its read-only view). Each response reads at most
 //! [`READ_BUDGET`]; live readers wait on the log's commit notification.
 
-use super::cursor::next_cursor;
+use super::cursor::{next_cursor, parse_cursor};
 use super::headers::{is_json, needs_base64, normalize_content_type};
 use super::http::{Request, Response};
 use super::json::join_messages;
 use super::meta::offset_text;
 use super::platform::{Clock, Config, Platform};
-use super::sse::{base64_encode, control_event, data_event};
+use super::sse::Round;
 use super::stream::{Outcome, State, Stream, StreamStore};
 use crate::stream::offset::{parse_offset, ReadFrom};
 use crate::stream::readers::Wake;
@@ -61,7 +61,7 @@ enum Live {
 struct ReadParams {
     from: ReadFrom,
     live: Live,
-    cursor: Option<String>,
+    cursor: Option<u64>,
 }
 
 fn read_params(query: &str) -> Result<ReadParams, Response> {
@@ -72,7 +72,7 @@ fn read_params(query: &str) -> Result<ReadParams, Response> {
         match key.as_ref() {
             "offset" => offsets.push(value.into_owned()),
             "live" => live = Some(value.into_owned()),
-            "cursor" => cursor = Some(value.into_owned()),
+            "cursor" => cursor = parse_cursor(&value),
             _ => {}
         }
     }
@@ -99,7 +99,7 @@ fn read_params(query: &str) -> Result<ReadParams, Response> {
 
 /// The body of `messages` for a log of `content_type`: a JSON array, or the bytes one after
 /// another.
-fn encode_body(content_type: &str, messages: &[Message]) -> Vec<u8> {
+pub(super) fn encode_body(content_type: &str, messages: &[Message]) -> Vec<u8> {
     if is_json(&normalize_content_type(content_type)) {
         join_messages(
             messages
@@ -159,6 +159,18 @@ fn data_response(
     response.with_body(encode_body(&view.content_type, messages))
 }
 
+/// The headers of an event stream of a log of `content_type`.
+pub fn sse_headers(content_type: &str) -> Vec<(String, String)> {
+    let mut headers = vec![
+        ("content-type".to_owned(), "text/event-stream".to_owned()),
+        ("cache-control".to_owned(), "no-cache".to_owned()),
+    ];
+    if needs_base64(&normalize_content_type(content_type)) {
+        headers.push(("stream-sse-data-encoding".to_owned(), "base64".to_owned()));
+    }
+    headers
+}
+
 /// What a read leads to.
 #[derive(Debug)]
 pub enum ReadOutcome {
@@ -193,13 +205,7 @@ pub async fn read(
     }
     match params.live {
         Live::Sse => {
-            let mut headers = vec![
-                ("content-type".to_owned(), "text/event-stream".to_owned()),
-                ("cache-control".to_owned(), "no-cache".to_owned()),
-            ];
-            if needs_base64(&normalize_content_type(&view.content_type)) {
-                headers.push(("stream-sse-data-encoding".to_owned(), "base64".to_owned()));
-            }
+            let headers = sse_headers(&view.content_type);
             let until_ms = req
                 .headers
                 .get(SSE_UNTIL_HEADER)
@@ -235,7 +241,7 @@ pub async fn read(
             let messages = log.messages(from, view.tail, READ_BUDGET).await?;
             reply(data_response(&view, &messages, from, None, req))
         }
-        Live::LongPoll => long_poll(log, platform, config, req, from, params.cursor.as_deref())
+        Live::LongPoll => long_poll(log, platform, config, req, from, params.cursor)
             .await
             .map(ReadOutcome::Reply),
     }
@@ -248,7 +254,7 @@ async fn long_poll(
     config: &Config,
     req: &Request<'_>,
     from: SeqNum,
-    client_cursor: Option<&str>,
+    client_cursor: Option<u64>,
 ) -> Result<Response, StorageError> {
     let deadline = platform.now_ms().saturating_add(config.long_poll_ms);
     loop {
@@ -291,7 +297,7 @@ pub const SSE_UNTIL_HEADER: &str = "x-stream-sse-until-ms";
 #[derive(Debug)]
 pub struct Sse {
     from: SeqNum,
-    cursor: Option<String>,
+    cursor: Option<u64>,
     /// A control event is due even without data (the first round, keep-alives).
     idle_control: bool,
     started_ms: u64,
@@ -325,36 +331,22 @@ pub async fn sse_next(
         let next = messages.last().map_or(sse.from, |m| m.seq);
         let at_tail = next >= view.tail;
         let done = at_tail && view.closed;
-        let mut text = String::new();
-        if !messages.is_empty() {
-            let content_type = normalize_content_type(&view.content_type);
-            let body = encode_body(&view.content_type, &messages);
-            let payload = if needs_base64(&content_type) {
-                base64_encode(&body)
-            } else {
-                String::from_utf8_lossy(&body).into_owned()
-            };
-            text.push_str(&data_event(&payload));
-        }
         let now = platform.now_ms();
-        if !messages.is_empty() || sse.idle_control || done {
-            let mut control = serde_json::Map::new();
-            control.insert("streamNextOffset".into(), offset_text(next).into());
-            if done {
-                control.insert("streamClosed".into(), true.into());
-            } else {
-                control.insert(
-                    "streamCursor".into(),
-                    next_cursor(now, sse.cursor.as_deref()).to_string().into(),
-                );
-            }
-            if at_tail {
-                control.insert("upToDate".into(), true.into());
-            }
-            text.push_str(&control_event(
-                &serde_json::Value::Object(control).to_string(),
-            ));
-        }
+        let text = if !messages.is_empty() || sse.idle_control || done {
+            let body = (!messages.is_empty()).then(|| encode_body(&view.content_type, &messages));
+            super::sse::round(
+                &view.content_type,
+                &Round {
+                    body: body.as_deref(),
+                    next,
+                    at_tail,
+                    done,
+                    cursor: next_cursor(now, sse.cursor),
+                },
+            )
+        } else {
+            String::new()
+        };
         sse.idle_control = false;
         sse.from = next;
         let elapsed = now.saturating_sub(sse.started_ms);

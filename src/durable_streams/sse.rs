@@ -1,5 +1,52 @@
 //! Server-sent events framing and the base64 used for binary SSE data (and for shipping
-//! message bytes between Durable Objects as JSON).
+//! message bytes between Durable Objects as JSON): one [`round`] of events, however it was read
+//! (a stream object's own event stream, or the Worker's bridge).
+
+use super::headers::{needs_base64, normalize_content_type};
+use super::meta::offset_text;
+use crate::stream::SeqNum;
+
+/// One round of an event stream: what was read (a read's body, as a catch-up `GET` answers it;
+/// `None` when nothing was) and where the reader stands after it.
+#[derive(Clone, Copy, Debug)]
+pub struct Round<'a> {
+    pub body: Option<&'a [u8]>,
+    /// The offset after the messages read.
+    pub next: SeqNum,
+    pub at_tail: bool,
+    /// The stream is closed and the reader has all of it: the event stream ends.
+    pub done: bool,
+    /// The `streamCursor` to send (unless done).
+    pub cursor: u64,
+}
+
+/// The events of `round` for a stream of `content_type`: the data event of what was read, paired
+/// with the control event that says where the reader stands.
+pub fn round(content_type: &str, round: &Round<'_>) -> String {
+    let mut text = String::new();
+    if let Some(body) = round.body {
+        let payload = if needs_base64(&normalize_content_type(content_type)) {
+            base64_encode(body)
+        } else {
+            String::from_utf8_lossy(body).into_owned()
+        };
+        text.push_str(&data_event(&payload));
+    }
+    let mut control = serde_json::Map::new();
+    control.insert("streamNextOffset".into(), offset_text(round.next).into());
+    if round.done {
+        control.insert("streamClosed".into(), true.into());
+    } else {
+        control.insert("streamCursor".into(), round.cursor.to_string().into());
+    }
+    if round.at_tail {
+        control.insert("upToDate".into(), true.into());
+    }
+    text.push_str(&control_event(
+        &serde_json::Value::Object(control).to_string(),
+    ));
+    text
+}
 
 /// One `data` event: every line of `payload` (split on CR, LF and CRLF) becomes its own
 /// `data:` line, so a payload cannot end the event or start a forged one.

@@ -1,0 +1,574 @@
+//! The SSE hibernation bridge on Cloudflare (the rules are [`crate::durable_streams::bridge`]).
+//!
+//! The Worker half ([`open`]) holds the client's event stream: it catches up with `GET`s to the
+//! stream's object, then at the tail keeps one WebSocket to the object per reader, and sends
+//! keep-alives, recycles the response and ends it at the token's expiry by itself. The object
+//! half ([`accept`], [`FanOut`]) accepts those sockets with the hibernation API, keeps each
+//! reader's position in its attachment, and after each change of the log sends one frame per
+//! position: between appends the object has nothing to do and may be evicted.
+
+use super::stream_object::{event_stream, plain, stream_config, Cors, STREAMS_BINDING};
+use crate::durable_streams::bridge::{
+    decode_frame, deliver, keep_alive, Delivery, Page, Position, Then, CLOSE_ENDED, CLOSE_RESUME,
+};
+use crate::durable_streams::cursor::parse_cursor;
+use crate::durable_streams::platform::Config;
+use crate::durable_streams::read::{sse_headers, Readable};
+use crate::stream::offset::{parse_offset, ReadFrom};
+use crate::stream::SeqNum;
+use futures_channel::mpsc;
+use futures_util::future::{select, Either};
+use futures_util::StreamExt;
+use js_sys::JsString;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use worker::{
+    Date, Delay, Env, Headers, Method, Request, RequestInit, Response, Result, State, WebSocket,
+    WebSocketPair,
+};
+
+/// The tag of bridge sockets among an object's hibernatable WebSockets.
+const TAG: &str = "sse";
+/// The internal path the Worker opens bridge sockets on (never forwarded from outside).
+pub(super) const BRIDGE_PATH: &str = "/__ds_internal/bridge";
+
+#[wasm_bindgen]
+extern "C" {
+    /// A bridge socket as the object sees it: a shared frame and a shared attachment are
+    /// handed over as JS values, converted once per position rather than once per reader.
+    type BridgeSocket;
+
+    #[wasm_bindgen(method, catch, js_name = send)]
+    fn send_js(this: &BridgeSocket, frame: &JsString) -> std::result::Result<(), JsValue>;
+
+    #[wasm_bindgen(method, catch, js_name = serializeAttachment)]
+    fn set_attachment(this: &BridgeSocket, value: &JsValue) -> std::result::Result<(), JsValue>;
+
+    #[wasm_bindgen(method, catch, js_name = deserializeAttachment)]
+    fn attachment(this: &BridgeSocket) -> std::result::Result<JsValue, JsValue>;
+}
+
+fn bridge_socket(ws: &WebSocket) -> &BridgeSocket {
+    let socket: &JsValue = ws.as_ref().as_ref();
+    socket.unchecked_ref::<BridgeSocket>()
+}
+
+fn now_ms() -> u64 {
+    Date::now().as_millis()
+}
+
+// ---- The Worker half ----
+
+/// Serves `req` through the bridge when it asks for an event stream (`live=sse` with one
+/// offset); `None` when it does not (the object answers it, errors included). `until_ms`: when
+/// the token that opened it expires.
+pub(super) async fn open(
+    req: &Request,
+    env: &Env,
+    until_ms: Option<u64>,
+) -> Result<Option<Response>> {
+    if req.method() != Method::Get {
+        return Ok(None);
+    }
+    let url = req.url()?;
+    let mut live = None;
+    let mut offsets = Vec::new();
+    let mut cursor = None;
+    for (key, value) in url.query_pairs() {
+        match key.as_ref() {
+            "live" => live = Some(value.into_owned()),
+            "offset" => offsets.push(value.into_owned()),
+            "cursor" => cursor = parse_cursor(&value),
+            _ => {}
+        }
+    }
+    let ([offset], Some("sse")) = (offsets.as_slice(), live.as_deref()) else {
+        return Ok(None);
+    };
+    let from = match parse_offset(offset) {
+        Ok(ReadFrom::At(offset)) => Some(offset.0),
+        Ok(ReadFrom::Start) => Some(SeqNum::ROOT),
+        // The reader starts where the page ends.
+        Ok(ReadFrom::Now) => None,
+        Err(_) => return Ok(None),
+    };
+    let path = req.path();
+    let link = ObjectLink {
+        env: env.clone(),
+        path: path.clone(),
+    };
+    // The first page: the object's answer to a plain read says whether there is a stream to
+    // read and from where (an error is the reader's answer as it is).
+    let mut first = link.page(offset).await?;
+    if first.status_code() != 200 {
+        return Ok(Some(first));
+    }
+    let content_type = first
+        .headers()
+        .get("content-type")?
+        .unwrap_or_else(|| "application/octet-stream".into());
+    let page = match PageOf::read(&mut first, from).await? {
+        Some(page) => page,
+        None => {
+            return Ok(Some(plain(
+                502,
+                "the stream's object sent a malformed page",
+            )?))
+        }
+    };
+    let config = stream_config(env);
+    let started = now_ms();
+    let deadline_ms = started
+        .saturating_add(config.sse_recycle_ms)
+        .min(until_ms.unwrap_or(u64::MAX));
+    let (to_arrivals, arrivals) = mpsc::unbounded();
+    let reader = BridgeReader {
+        link,
+        content_type: content_type.clone(),
+        at: Position {
+            from: page.from,
+            cursor,
+        },
+        first: true,
+        config,
+        deadline_ms,
+        last_sent_ms: started,
+        socket: None,
+        arrivals,
+        to_arrivals,
+        pending: Some(page),
+        finished: false,
+    };
+    let events = futures_util::stream::unfold(reader, |mut reader| async move {
+        match reader.next().await {
+            Ok(Some(events)) => Some((Ok(events.into_bytes()), reader)),
+            Ok(None) => None,
+            Err(e) => {
+                worker::console_error!("event stream bridge: {e}");
+                None
+            }
+        }
+    });
+    event_stream(&sse_headers(&content_type), events, Cors::Open).map(Some)
+}
+
+/// The way to one stream's object.
+struct ObjectLink {
+    env: Env,
+    path: String,
+}
+
+impl ObjectLink {
+    fn stub(&self) -> Result<worker::Stub> {
+        self.env
+            .durable_object(STREAMS_BINDING)?
+            .id_from_name(&self.path)?
+            .get_stub()
+    }
+
+    /// A catch-up read from `offset` (as the protocol writes it).
+    async fn page(&self, offset: &str) -> Result<Response> {
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("offset", offset)
+            .finish();
+        let request = Request::new(
+            &format!("https://streams{}?{query}", self.path),
+            Method::Get,
+        )?;
+        self.stub()?.fetch_with_request(request).await
+    }
+
+    /// A bridge socket at `at`: `Ok(None)` when the object says the reader is not at the tail
+    /// (it reads on), `Err` when there is no stream to read any more.
+    async fn connect(
+        &self,
+        at: Position,
+        tx: &mpsc::UnboundedSender<Arrival>,
+    ) -> Result<std::result::Result<Option<Socket>, u16>> {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.append_pair("offset", &at.from.get().to_string());
+        if let Some(cursor) = at.cursor {
+            query.append_pair("cursor", &cursor.to_string());
+        }
+        let headers = Headers::new();
+        headers.set("upgrade", "websocket")?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Get).with_headers(headers);
+        let request = Request::new_with_init(
+            &format!("https://streams{BRIDGE_PATH}?{}", query.finish()),
+            &init,
+        )?;
+        let response = self.stub()?.fetch_with_request(request).await?;
+        match response.status_code() {
+            101 => match response.websocket() {
+                Some(ws) => Socket::open(ws, tx.clone()).map(|socket| Ok(Some(socket))),
+                None => Ok(Err(502)),
+            },
+            409 => Ok(Ok(None)),
+            status => Ok(Err(status)),
+        }
+    }
+}
+
+/// A catch-up page, read.
+struct PageOf {
+    from: SeqNum,
+    next: SeqNum,
+    up_to_date: bool,
+    closed: bool,
+    body: Vec<u8>,
+}
+
+impl PageOf {
+    /// The page `response` answers for a read from `from` (`None`: from the tail); `None` if it
+    /// is not one.
+    async fn read(response: &mut Response, from: Option<SeqNum>) -> Result<Option<PageOf>> {
+        let headers = response.headers();
+        let flag =
+            |name: &str| -> Result<bool> { Ok(headers.get(name)?.as_deref() == Some("true")) };
+        let up_to_date = flag("stream-up-to-date")?;
+        let closed = flag("stream-closed")?;
+        let next = headers
+            .get("stream-next-offset")?
+            .and_then(|text| match parse_offset(&text) {
+                Ok(ReadFrom::At(offset)) => Some(offset.0),
+                _ => None,
+            });
+        let body = response.bytes().await?;
+        Ok(next.map(|next| PageOf {
+            from: from.unwrap_or(next),
+            next,
+            up_to_date,
+            closed,
+            body,
+        }))
+    }
+
+    fn page(&self) -> Page<'_> {
+        Page {
+            from: self.from,
+            next: self.next,
+            up_to_date: self.up_to_date,
+            closed: self.closed,
+            body: &self.body,
+        }
+    }
+}
+
+/// A JS event listener.
+type Listener = Closure<dyn FnMut(JsValue)>;
+
+/// What a reader waits for: its bridge socket's frames, and its close.
+enum Arrival {
+    Frame(String),
+    Closed(u16),
+}
+
+/// The Worker's end of a bridge socket. Dropping it closes it, which tells the object: when the
+/// response is recycled, or the client went away (which the runtime notices at the next write,
+/// a keep-alive at the latest).
+struct Socket {
+    ws: WebSocket,
+    _on_message: Listener,
+    _on_close: Listener,
+}
+
+impl Socket {
+    fn open(ws: WebSocket, tx: mpsc::UnboundedSender<Arrival>) -> Result<Socket> {
+        ws.accept()?;
+        let on_message = {
+            let tx = tx.clone();
+            Listener::new(move |event: JsValue| {
+                let data = js_sys::Reflect::get(&event, &"data".into()).ok();
+                if let Some(text) = data.and_then(|data| data.as_string()) {
+                    let _ = tx.unbounded_send(Arrival::Frame(text));
+                }
+            })
+        };
+        let on_close = Listener::new(move |event: JsValue| {
+            let code = js_sys::Reflect::get(&event, &"code".into())
+                .ok()
+                .and_then(|code| code.as_f64())
+                .map_or(1006, |code| code as u16);
+            let _ = tx.unbounded_send(Arrival::Closed(code));
+        });
+        let target: &JsValue = ws.as_ref().as_ref();
+        js_sys::Reflect::set(target, &"onmessage".into(), on_message.as_ref())?;
+        js_sys::Reflect::set(target, &"onclose".into(), on_close.as_ref())?;
+        Ok(Socket {
+            ws,
+            _on_message: on_message,
+            _on_close: on_close,
+        })
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        let target: &JsValue = self.ws.as_ref().as_ref();
+        let _ = js_sys::Reflect::set(target, &"onmessage".into(), &JsValue::NULL);
+        let _ = js_sys::Reflect::set(target, &"onclose".into(), &JsValue::NULL);
+        let _ = self.ws.close(Some(1000), Some("reader gone"));
+    }
+}
+
+/// One client's event stream, between two rounds.
+struct BridgeReader {
+    link: ObjectLink,
+    content_type: String,
+    at: Position,
+    /// The next round owes a control event even without data (a new event stream).
+    first: bool,
+    config: Config,
+    /// Recycling or the token's expiry, whichever comes first.
+    deadline_ms: u64,
+    last_sent_ms: u64,
+    socket: Option<Socket>,
+    /// What the reader's sockets deliver, one after another (a closed socket says so last).
+    arrivals: mpsc::UnboundedReceiver<Arrival>,
+    to_arrivals: mpsc::UnboundedSender<Arrival>,
+    /// A page read but not yet turned into events.
+    pending: Option<PageOf>,
+    finished: bool,
+}
+
+impl BridgeReader {
+    /// The next events; `None` when the event stream ends (clients reconnect from their offset).
+    async fn next(&mut self) -> Result<Option<String>> {
+        loop {
+            if self.finished || now_ms() >= self.deadline_ms {
+                self.finish();
+                return Ok(None);
+            }
+            if let Some(events) = match self.socket {
+                None => self.catch_up().await?,
+                Some(_) => self.live().await,
+            } {
+                self.last_sent_ms = now_ms();
+                return Ok(Some(events));
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        self.finished = true;
+        self.socket = None;
+    }
+
+    /// One catch-up page; at the tail, the socket that follows it.
+    async fn catch_up(&mut self) -> Result<Option<String>> {
+        let page = match self.pending.take() {
+            Some(page) => page,
+            None => {
+                let offset = crate::durable_streams::meta::offset_text(self.at.from);
+                let mut response = self.link.page(&offset).await?;
+                if response.status_code() != 200 {
+                    // Deleted meanwhile: the event stream ends.
+                    self.finish();
+                    return Ok(None);
+                }
+                match PageOf::read(&mut response, Some(self.at.from)).await? {
+                    Some(page) => page,
+                    None => {
+                        self.finish();
+                        return Ok(None);
+                    }
+                }
+            }
+        };
+        let events = page
+            .page()
+            .events(&self.content_type, now_ms(), self.at.cursor, self.first);
+        self.first = false;
+        self.at.from = page.next;
+        if page.page().done() {
+            self.finished = true;
+        } else if page.up_to_date {
+            match self.link.connect(self.at, &self.to_arrivals).await? {
+                Ok(socket) => self.socket = socket,
+                Err(_) => self.finished = true,
+            }
+        }
+        Ok(events)
+    }
+
+    /// Waits for the object's next frame, or sends a keep-alive when it is quiet.
+    async fn live(&mut self) -> Option<String> {
+        let now = now_ms();
+        let quiet_until = self.last_sent_ms.saturating_add(self.config.long_poll_ms);
+        let wait = quiet_until.min(self.deadline_ms).saturating_sub(now).max(1);
+        self.socket.as_ref()?;
+        let timer = Delay::from(Duration::from_millis(wait));
+        match select(self.arrivals.next(), timer).await {
+            Either::Left((Some(Arrival::Frame(frame)), _)) => match decode_frame(&frame) {
+                Some((next, events)) => {
+                    self.at.from = next;
+                    Some(events.to_owned())
+                }
+                None => {
+                    worker::console_error!("event stream bridge: a malformed frame");
+                    self.finish();
+                    None
+                }
+            },
+            Either::Left((Some(Arrival::Closed(code)), _)) => {
+                self.socket = None;
+                if code != CLOSE_RESUME {
+                    self.finished = true;
+                }
+                None
+            }
+            Either::Left((None, _)) => {
+                self.finish();
+                None
+            }
+            Either::Right(_) if now_ms() >= quiet_until => {
+                Some(keep_alive(&self.content_type, now_ms(), self.at))
+            }
+            Either::Right(_) => None,
+        }
+    }
+}
+
+// ---- The object half ----
+
+type StreamOf = super::stream_object::StreamOf;
+
+/// Accepts a bridge socket for a reader at the tail of `stream` (`409` when it is not: it reads
+/// on), and makes sure the fan-out runs.
+pub(super) async fn accept(
+    stream: &Rc<StreamOf>,
+    fan_out: &Rc<FanOut>,
+    url: &worker::Url,
+) -> Result<Response> {
+    let mut from = None;
+    let mut cursor = None;
+    for (key, value) in url.query_pairs() {
+        match key.as_ref() {
+            "offset" => from = value.parse().ok().and_then(SeqNum::new),
+            "cursor" => cursor = parse_cursor(&value),
+            _ => {}
+        }
+    }
+    let Some(from) = from else {
+        return plain(400, "a bridge needs an offset");
+    };
+    let failed = |e: crate::stream::StorageError| worker::Error::RustError(e.to_string());
+    let view = match stream.view(false).await.map_err(failed)? {
+        Ok(view) => view,
+        Err(response) => return super::stream_object::to_response(response, Cors::Open),
+    };
+    if from != view.tail || view.closed {
+        return plain(409, "not at the tail");
+    }
+    let pair = WebSocketPair::new()?;
+    stream
+        .platform()
+        .state()
+        .accept_websocket_with_tags(&pair.server, &[TAG]);
+    let at = Position { from, cursor };
+    bridge_socket(&pair.server)
+        .set_attachment(&JsValue::from(at.to_attachment()))
+        .map_err(worker::Error::from)?;
+    fan_out.start(stream.clone());
+    Response::from_websocket(pair.client)
+}
+
+/// The object's fan-out to its bridge sockets: runs while there are any, one round per change.
+#[derive(Default)]
+pub(super) struct FanOut {
+    running: Cell<bool>,
+}
+
+impl FanOut {
+    /// Starts the fan-out unless it runs (an object woken from hibernation starts it again).
+    pub(super) fn start(self: &Rc<Self>, stream: Rc<StreamOf>) {
+        if self.running.replace(true) {
+            return;
+        }
+        let this = self.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            loop {
+                // Armed before the round: a change during it makes another.
+                let changed = stream.changed();
+                let sockets = stream.platform().state().get_websockets_with_tag(TAG);
+                if sockets.is_empty() {
+                    break;
+                }
+                fan_out_round(&stream, sockets).await;
+                changed.await;
+            }
+            this.running.set(false);
+        });
+    }
+
+    /// How many readers the object's bridge sockets serve.
+    pub(super) fn readers(state: &State) -> usize {
+        state.get_websockets_with_tag(TAG).len()
+    }
+}
+
+/// Sends each group of readers at one position what is new for them, read once.
+async fn fan_out_round(stream: &StreamOf, sockets: Vec<WebSocket>) {
+    let mut groups: HashMap<Position, Vec<WebSocket>> = HashMap::new();
+    for ws in sockets {
+        let at = bridge_socket(&ws)
+            .attachment()
+            .ok()
+            .and_then(|value| value.as_string())
+            .and_then(|text| Position::from_attachment(&text));
+        match at {
+            Some(at) => groups.entry(at).or_default().push(ws),
+            None => {
+                let _ = ws.close(Some(1011), Some("no position"));
+            }
+        }
+    }
+    let now = now_ms();
+    for (at, group) in groups {
+        let delivery = match deliver(stream, now, at).await {
+            Ok(delivery) => delivery,
+            Err(e) => {
+                worker::console_error!("event stream fan-out: {e}");
+                continue;
+            }
+        };
+        match delivery {
+            Delivery::Nothing => {}
+            Delivery::Gone => {
+                for ws in group {
+                    let _ = ws.close(Some(CLOSE_ENDED), Some("the stream is gone"));
+                }
+            }
+            Delivery::Send { frame, next, then } => {
+                let frame = JsString::from(frame.as_str());
+                let moved = JsValue::from(
+                    Position {
+                        from: next,
+                        cursor: at.cursor,
+                    }
+                    .to_attachment(),
+                );
+                for ws in group {
+                    let socket = bridge_socket(&ws);
+                    if socket.send_js(&frame).is_err() {
+                        continue;
+                    }
+                    let _ = match then {
+                        Then::Stay => socket.set_attachment(&moved),
+                        Then::Resume => ws
+                            .close(Some(CLOSE_RESUME), Some("behind: catch up"))
+                            .map_err(JsValue::from),
+                        Then::End => ws
+                            .close(Some(CLOSE_ENDED), Some("closed"))
+                            .map_err(JsValue::from),
+                    };
+                }
+            }
+        }
+    }
+}
