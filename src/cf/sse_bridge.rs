@@ -7,9 +7,9 @@
 //! reader's position in its attachment, and after each change of the log sends one frame per
 //! position: between appends the object has nothing to do and may be evicted.
 
-use super::stream_object::{event_stream, plain, stream_config, Cors, STREAMS_BINDING};
+use super::stream_object::{event_stream_headers, plain, stream_config, Cors, STREAMS_BINDING};
 use crate::durable_streams::bridge::{
-    decode_frame, deliver, keep_alive, Delivery, Page, Position, Then, CLOSE_ENDED, CLOSE_RESUME,
+    deliver, frame_head, keep_alive, Delivery, Page, Position, Then, CLOSE_ENDED, CLOSE_RESUME,
 };
 use crate::durable_streams::cursor::parse_cursor;
 use crate::durable_streams::platform::Config;
@@ -26,9 +26,10 @@ use std::rc::Rc;
 use std::time::Duration;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
 use worker::{
-    Date, Delay, Env, Headers, Method, Request, RequestInit, Response, Result, State, WebSocket,
-    WebSocketPair,
+    Date, Delay, Env, Headers, Method, Request, RequestInit, Response, ResponseBody, Result, State,
+    WebSocket, WebSocketPair,
 };
 
 /// The tag of bridge sockets among an object's hibernatable WebSockets.
@@ -63,6 +64,118 @@ fn now_ms() -> u64 {
 
 // ---- The Worker half ----
 
+#[wasm_bindgen]
+extern "C" {
+    /// An identity `TransformStream`: the Worker writes events to its writable side, the
+    /// response reads its readable side.
+    #[wasm_bindgen(js_name = TransformStream)]
+    type Pipe;
+    #[wasm_bindgen(constructor, js_class = "TransformStream", catch)]
+    fn new(transformer: &JsValue, strategy: &JsValue) -> std::result::Result<Pipe, JsValue>;
+    #[wasm_bindgen(method, getter)]
+    fn readable(this: &Pipe) -> worker::web_sys::ReadableStream;
+    #[wasm_bindgen(method, getter)]
+    fn writable(this: &Pipe) -> JsValue;
+
+    /// The writer of a pipe's writable side.
+    type Writer;
+    #[wasm_bindgen(method, catch)]
+    fn write(this: &Writer, chunk: &JsValue) -> std::result::Result<js_sys::Promise, JsValue>;
+    #[wasm_bindgen(method, catch)]
+    fn close(this: &Writer) -> std::result::Result<js_sys::Promise, JsValue>;
+    #[wasm_bindgen(method, getter)]
+    fn ready(this: &Writer) -> js_sys::Promise;
+    #[wasm_bindgen(method, getter)]
+    fn closed(this: &Writer) -> js_sys::Promise;
+    /// Bytes the pipe still takes before it is full: negative when the client reads slower
+    /// than events come; `None` once it failed (the client went away).
+    #[wasm_bindgen(method, getter, js_name = desiredSize)]
+    fn desired_size(this: &Writer) -> Option<f64>;
+
+    type TextEncoder;
+    #[wasm_bindgen(constructor, js_class = "TextEncoder")]
+    fn new() -> TextEncoder;
+    #[wasm_bindgen(method)]
+    fn encode(this: &TextEncoder, text: &JsString) -> js_sys::Uint8Array;
+}
+
+/// What a pipe holds before the bridge stops writing to it and waits for the client.
+const PIPE_BYTES: f64 = 1_048_576.0;
+/// How far past [`PIPE_BYTES`] a live reader may fall before it is sent back to catching up
+/// (where it reads at the client's pace).
+const BEHIND_BYTES: f64 = 4.0 * 1_048_576.0;
+
+/// A JS event listener.
+type Listener = Closure<dyn FnMut(JsValue)>;
+
+/// The event stream's body: writes events as bytes, with backpressure for catch-up.
+struct Body {
+    writer: Writer,
+    encoder: TextEncoder,
+    /// Swallows rejections of writes not awaited (the client went away; `closed` says so).
+    ignore: Listener,
+}
+
+impl Body {
+    /// The pipe and its readable side, the response's body.
+    fn new() -> Result<(Body, worker::web_sys::ReadableStream)> {
+        let strategy = byte_length_strategy(PIPE_BYTES)?;
+        let pipe = Pipe::new(&JsValue::UNDEFINED, &strategy)?;
+        let writable = pipe.writable();
+        let writer: Writer = js_sys::Reflect::get(&writable, &"getWriter".into())?
+            .dyn_into::<js_sys::Function>()?
+            .call0(&writable)?
+            .unchecked_into();
+        Ok((
+            Body {
+                writer,
+                encoder: TextEncoder::new(),
+                ignore: Listener::new(|_| {}),
+            },
+            pipe.readable(),
+        ))
+    }
+
+    /// Writes `text` without waiting.
+    fn send(&self, text: &JsString) {
+        if let Ok(promise) = self.writer.write(&self.encoder.encode(text)) {
+            let _ = promise.catch(&self.ignore);
+        }
+    }
+
+    /// Writes `text` once the pipe has room: the client's pace.
+    async fn send_paced(&self, text: &str) -> Result<()> {
+        JsFuture::from(self.writer.ready()).await?;
+        self.send(&JsString::from(text));
+        Ok(())
+    }
+
+    /// Whether the client fell too far behind the live events.
+    fn behind(&self) -> bool {
+        self.writer
+            .desired_size()
+            .is_some_and(|room| room < -BEHIND_BYTES)
+    }
+
+    fn close(&self) {
+        if let Ok(promise) = self.writer.close() {
+            let _ = promise.catch(&self.ignore);
+        }
+    }
+}
+
+/// A `ByteLengthQueuingStrategy` of `bytes`.
+fn byte_length_strategy(bytes: f64) -> Result<JsValue> {
+    let class = js_sys::Reflect::get(&js_sys::global(), &"ByteLengthQueuingStrategy".into())?
+        .dyn_into::<js_sys::Function>()?;
+    let init = js_sys::Object::new();
+    js_sys::Reflect::set(&init, &"highWaterMark".into(), &bytes.into())?;
+    Ok(js_sys::Reflect::construct(
+        &class,
+        &js_sys::Array::of1(&init),
+    )?)
+}
+
 /// Serves `req` through the bridge when it asks for an event stream (`live=sse` with one
 /// offset); `None` when it does not (the object answers it, errors included). `until_ms`: when
 /// the token that opened it expires.
@@ -96,10 +209,9 @@ pub(super) async fn open(
         Ok(ReadFrom::Now) => None,
         Err(_) => return Ok(None),
     };
-    let path = req.path();
     let link = ObjectLink {
         env: env.clone(),
-        path: path.clone(),
+        path: req.path(),
     };
     // The first page: the object's answer to a plain read says whether there is a stream to
     // read and from where (an error is the reader's answer as it is).
@@ -122,38 +234,34 @@ pub(super) async fn open(
     };
     let config = stream_config(env);
     let started = now_ms();
-    let deadline_ms = started
-        .saturating_add(config.sse_recycle_ms)
-        .min(until_ms.unwrap_or(u64::MAX));
+    let (body, readable) = Body::new()?;
     let (to_arrivals, arrivals) = mpsc::unbounded();
     let reader = BridgeReader {
         link,
         content_type: content_type.clone(),
-        at: Position {
-            from: page.from,
-            cursor,
-        },
+        live: Rc::new(Live {
+            at: Cell::new(Position {
+                from: page.from,
+                cursor,
+            }),
+            last_sent_ms: Cell::new(started),
+            body,
+            to_arrivals,
+        }),
+        arrivals,
         first: true,
         config,
-        deadline_ms,
-        last_sent_ms: started,
+        deadline_ms: started
+            .saturating_add(config.sse_recycle_ms)
+            .min(until_ms.unwrap_or(u64::MAX)),
         socket: None,
-        arrivals,
-        to_arrivals,
         pending: Some(page),
-        finished: false,
     };
-    let events = futures_util::stream::unfold(reader, |mut reader| async move {
-        match reader.next().await {
-            Ok(Some(events)) => Some((Ok(events.into_bytes()), reader)),
-            Ok(None) => None,
-            Err(e) => {
-                worker::console_error!("event stream bridge: {e}");
-                None
-            }
-        }
-    });
-    event_stream(&sse_headers(&content_type), events, Cors::Open).map(Some)
+    wasm_bindgen_futures::spawn_local(reader.run());
+    let headers = event_stream_headers(&sse_headers(&content_type), Cors::Open)?;
+    Ok(Some(
+        Response::from_body(ResponseBody::Stream(readable))?.with_headers(headers),
+    ))
 }
 
 /// The way to one stream's object.
@@ -184,11 +292,8 @@ impl ObjectLink {
 
     /// A bridge socket at `at`: `Ok(None)` when the object says the reader is not at the tail
     /// (it reads on), `Err` when there is no stream to read any more.
-    async fn connect(
-        &self,
-        at: Position,
-        tx: &mpsc::UnboundedSender<Arrival>,
-    ) -> Result<std::result::Result<Option<Socket>, u16>> {
+    async fn connect(&self, live: &Rc<Live>) -> Result<std::result::Result<Option<Socket>, u16>> {
+        let at = live.at.get();
         let mut query = form_urlencoded::Serializer::new(String::new());
         query.append_pair("offset", &at.from.get().to_string());
         if let Some(cursor) = at.cursor {
@@ -205,7 +310,7 @@ impl ObjectLink {
         let response = self.stub()?.fetch_with_request(request).await?;
         match response.status_code() {
             101 => match response.websocket() {
-                Some(ws) => Socket::open(ws, tx.clone()).map(|socket| Ok(Some(socket))),
+                Some(ws) => Socket::open(ws, live.clone()).map(|socket| Ok(Some(socket))),
                 None => Ok(Err(502)),
             },
             409 => Ok(Ok(None)),
@@ -259,13 +364,47 @@ impl PageOf {
     }
 }
 
-/// A JS event listener.
-type Listener = Closure<dyn FnMut(JsValue)>;
-
-/// What a reader waits for: its bridge socket's frames, and its close.
+/// What the reader's driver waits for besides its timer (frames go straight to the body).
 enum Arrival {
-    Frame(String),
+    /// The socket closed, with this code.
     Closed(u16),
+    /// The client reads too slowly for live events: back to catching up.
+    Behind,
+}
+
+/// What a reader's live socket shares with its driver: frames are written to the body as they
+/// arrive, in JS, without a round through a Rust future.
+struct Live {
+    at: Cell<Position>,
+    last_sent_ms: Cell<u64>,
+    body: Body,
+    to_arrivals: mpsc::UnboundedSender<Arrival>,
+}
+
+impl Live {
+    /// A frame from the object: its events go to the client, its offset is where it stands.
+    fn frame(&self, data: &JsValue) {
+        let Some(frame) = data.dyn_ref::<JsString>() else {
+            return;
+        };
+        let split = frame.index_of("\n", 0);
+        let next = u32::try_from(split)
+            .ok()
+            .and_then(|split| frame.slice(0, split).as_string())
+            .and_then(|head| frame_head(&head));
+        let (Some(next), Ok(split)) = (next, u32::try_from(split)) else {
+            worker::console_error!("event stream bridge: a malformed frame");
+            let _ = self.to_arrivals.unbounded_send(Arrival::Closed(1002));
+            return;
+        };
+        let at = self.at.get();
+        self.at.set(Position { from: next, ..at });
+        self.last_sent_ms.set(now_ms());
+        self.body.send(&frame.slice(split + 1, frame.length()));
+        if self.body.behind() {
+            let _ = self.to_arrivals.unbounded_send(Arrival::Behind);
+        }
+    }
 }
 
 /// The Worker's end of a bridge socket. Dropping it closes it, which tells the object: when the
@@ -278,17 +417,14 @@ struct Socket {
 }
 
 impl Socket {
-    fn open(ws: WebSocket, tx: mpsc::UnboundedSender<Arrival>) -> Result<Socket> {
+    fn open(ws: WebSocket, live: Rc<Live>) -> Result<Socket> {
         ws.accept()?;
-        let on_message = {
-            let tx = tx.clone();
-            Listener::new(move |event: JsValue| {
-                let data = js_sys::Reflect::get(&event, &"data".into()).ok();
-                if let Some(text) = data.and_then(|data| data.as_string()) {
-                    let _ = tx.unbounded_send(Arrival::Frame(text));
-                }
-            })
-        };
+        let tx = live.to_arrivals.clone();
+        let on_message = Listener::new(move |event: JsValue| {
+            if let Ok(data) = js_sys::Reflect::get(&event, &"data".into()) {
+                live.frame(&data);
+            }
+        });
         let on_close = Listener::new(move |event: JsValue| {
             let code = js_sys::Reflect::get(&event, &"code".into())
                 .ok()
@@ -316,120 +452,131 @@ impl Drop for Socket {
     }
 }
 
-/// One client's event stream, between two rounds.
+/// One client's event stream: catches up, then follows its socket, until it ends.
 struct BridgeReader {
     link: ObjectLink,
     content_type: String,
-    at: Position,
+    live: Rc<Live>,
+    arrivals: mpsc::UnboundedReceiver<Arrival>,
     /// The next round owes a control event even without data (a new event stream).
     first: bool,
     config: Config,
     /// Recycling or the token's expiry, whichever comes first.
     deadline_ms: u64,
-    last_sent_ms: u64,
     socket: Option<Socket>,
-    /// What the reader's sockets deliver, one after another (a closed socket says so last).
-    arrivals: mpsc::UnboundedReceiver<Arrival>,
-    to_arrivals: mpsc::UnboundedSender<Arrival>,
     /// A page read but not yet turned into events.
     pending: Option<PageOf>,
-    finished: bool,
 }
 
 impl BridgeReader {
-    /// The next events; `None` when the event stream ends (clients reconnect from their offset).
-    async fn next(&mut self) -> Result<Option<String>> {
+    /// Drives the event stream to its end (clients reconnect from their offset), then closes it.
+    async fn run(mut self) {
+        let mut closed = JsFuture::from(self.live.body.writer.closed());
         loop {
-            if self.finished || now_ms() >= self.deadline_ms {
-                self.finish();
-                return Ok(None);
+            if now_ms() >= self.deadline_ms {
+                break;
             }
-            if let Some(events) = match self.socket {
-                None => self.catch_up().await?,
-                Some(_) => self.live().await,
-            } {
-                self.last_sent_ms = now_ms();
-                return Ok(Some(events));
+            let step = match self.socket {
+                None => self.catch_up().await,
+                Some(_) => self.follow(&mut closed).await,
+            };
+            match step {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    worker::console_error!("event stream bridge: {e}");
+                    break;
+                }
             }
         }
-    }
-
-    fn finish(&mut self) {
-        self.finished = true;
         self.socket = None;
+        self.live.body.close();
     }
 
-    /// One catch-up page; at the tail, the socket that follows it.
-    async fn catch_up(&mut self) -> Result<Option<String>> {
+    /// One catch-up page, at the client's pace; at the tail, the socket that follows it.
+    /// `false` when the event stream is over.
+    async fn catch_up(&mut self) -> Result<bool> {
+        let at = self.live.at.get();
         let page = match self.pending.take() {
             Some(page) => page,
             None => {
-                let offset = crate::durable_streams::meta::offset_text(self.at.from);
+                let offset = crate::durable_streams::meta::offset_text(at.from);
                 let mut response = self.link.page(&offset).await?;
                 if response.status_code() != 200 {
                     // Deleted meanwhile: the event stream ends.
-                    self.finish();
-                    return Ok(None);
+                    return Ok(false);
                 }
-                match PageOf::read(&mut response, Some(self.at.from)).await? {
+                match PageOf::read(&mut response, Some(at.from)).await? {
                     Some(page) => page,
-                    None => {
-                        self.finish();
-                        return Ok(None);
-                    }
+                    None => return Ok(false),
                 }
             }
         };
-        let events = page
+        let first = std::mem::replace(&mut self.first, false);
+        if let Some(events) = page
             .page()
-            .events(&self.content_type, now_ms(), self.at.cursor, self.first);
-        self.first = false;
-        self.at.from = page.next;
+            .events(&self.content_type, now_ms(), at.cursor, first)
+        {
+            self.live.body.send_paced(&events).await?;
+            self.live.last_sent_ms.set(now_ms());
+        }
+        self.live.at.set(Position {
+            from: page.next,
+            ..at
+        });
         if page.page().done() {
-            self.finished = true;
-        } else if page.up_to_date {
-            match self.link.connect(self.at, &self.to_arrivals).await? {
+            return Ok(false);
+        }
+        if page.up_to_date {
+            match self.link.connect(&self.live).await? {
                 Ok(socket) => self.socket = socket,
-                Err(_) => self.finished = true,
+                Err(_) => return Ok(false),
             }
         }
-        Ok(events)
+        Ok(true)
     }
 
-    /// Waits for the object's next frame, or sends a keep-alive when it is quiet.
-    async fn live(&mut self) -> Option<String> {
-        let now = now_ms();
-        let quiet_until = self.last_sent_ms.saturating_add(self.config.long_poll_ms);
-        let wait = quiet_until.min(self.deadline_ms).saturating_sub(now).max(1);
-        self.socket.as_ref()?;
+    /// Follows the socket until something needs the driver: the socket closed, the client fell
+    /// behind or went away, a keep-alive is due. `false` when the event stream is over.
+    async fn follow(&mut self, closed: &mut JsFuture) -> Result<bool> {
+        let quiet_until = self
+            .live
+            .last_sent_ms
+            .get()
+            .saturating_add(self.config.long_poll_ms);
+        let wait = quiet_until
+            .min(self.deadline_ms)
+            .saturating_sub(now_ms())
+            .max(1);
         let timer = Delay::from(Duration::from_millis(wait));
-        match select(self.arrivals.next(), timer).await {
-            Either::Left((Some(Arrival::Frame(frame)), _)) => match decode_frame(&frame) {
-                Some((next, events)) => {
-                    self.at.from = next;
-                    Some(events.to_owned())
-                }
-                None => {
-                    worker::console_error!("event stream bridge: a malformed frame");
-                    self.finish();
-                    None
-                }
-            },
-            Either::Left((Some(Arrival::Closed(code)), _)) => {
+        let waited = select(select(self.arrivals.next(), timer), closed).await;
+        match waited {
+            Either::Left((Either::Left((Some(Arrival::Closed(code)), _)), _)) => {
                 self.socket = None;
-                if code != CLOSE_RESUME {
-                    self.finished = true;
+                Ok(code == CLOSE_RESUME)
+            }
+            Either::Left((Either::Left((Some(Arrival::Behind), _)), _)) => {
+                self.socket = None;
+                Ok(true)
+            }
+            Either::Left((Either::Left((None, _)), _)) => Ok(false),
+            Either::Left((Either::Right(_), _)) => {
+                let at = self.live.at.get();
+                if now_ms()
+                    >= self
+                        .live
+                        .last_sent_ms
+                        .get()
+                        .saturating_add(self.config.long_poll_ms)
+                {
+                    let events = keep_alive(&self.content_type, now_ms(), at);
+                    self.live.body.send(&JsString::from(events.as_str()));
+                    self.live.last_sent_ms.set(now_ms());
                 }
-                None
+                Ok(true)
             }
-            Either::Left((None, _)) => {
-                self.finish();
-                None
-            }
-            Either::Right(_) if now_ms() >= quiet_until => {
-                Some(keep_alive(&self.content_type, now_ms(), self.at))
-            }
-            Either::Right(_) => None,
+            // The client went away.
+            Either::Right(_) => Ok(false),
         }
     }
 }

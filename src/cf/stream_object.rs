@@ -153,12 +153,17 @@ pub(super) fn event_stream(
     events: impl futures_util::Stream<Item = Result<Vec<u8>>> + 'static,
     cors: Cors,
 ) -> Result<Response> {
+    Ok(Response::from_stream(events)?.with_headers(event_stream_headers(headers_of, cors)?))
+}
+
+/// The headers of an event stream's response.
+pub(super) fn event_stream_headers(headers_of: &[(String, String)], cors: Cors) -> Result<Headers> {
     let headers = Headers::new();
     for (name, value) in headers_of {
         headers.set(name, value)?;
     }
     common_headers(&headers, cors)?;
-    Ok(Response::from_stream(events)?.with_headers(headers))
+    Ok(headers)
 }
 
 /// The platform of a stream's object.

@@ -61,8 +61,14 @@ pub fn encode_frame(next: SeqNum, events: &str) -> String {
 
 /// The offset and events of a frame, if it is one.
 pub fn decode_frame(frame: &str) -> Option<(SeqNum, &str)> {
-    let (next, events) = frame.split_once('\n')?;
-    Some((SeqNum::new(next.parse().ok()?)?, events))
+    let (head, events) = frame.split_once('\n')?;
+    Some((frame_head(head)?, events))
+}
+
+/// The offset a frame's first line names (the Worker reads only that line into Rust; the
+/// events go on to the client as they are).
+pub fn frame_head(head: &str) -> Option<SeqNum> {
+    SeqNum::new(head.parse().ok()?)
 }
 
 /// What comes after a frame is sent.
