@@ -23,6 +23,8 @@
 //                               of straight to the workerd that runs the Worker (the default: the
 //                               proxy hop is a dev-only cost, ~2–3 ms of CPU per HTTP request)
 
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -31,7 +33,7 @@ import { startWorker } from '../tests/support/worker.mjs'
 import { cpuDelta, cpuSnapshot, findServer, listeningPorts, makeMeter } from '../tests/support/procs.mjs'
 import { computeRatios, formatTable, perOp } from './lib/report.mjs'
 import { round, sleep } from './lib/stats.mjs'
-import { streamsCatchUp, streamsConcurrent, streamsSequential, streamsSse } from './lib/streams-scenarios.mjs'
+import { streamsCatchUp, streamsConcurrent, streamsLongPoll, streamsSequential, streamsSse } from './lib/streams-scenarios.mjs'
 import { catchUpHttp, catchUpWs, fanOut, httpBaseline, memory, push1, push100 } from './lib/sync-scenarios.mjs'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -43,7 +45,14 @@ const T0 = performance.now()
 const elapsedMs = () => performance.now() - T0
 
 const TARGETS = [
-  { name: 'rust-d1', kind: 'ours', ref: 'ts-d1', streams: true, start: () => startWorker({ name: 'bench-rust-d1', storage: 'd1' }) },
+  {
+    name: 'rust-d1',
+    kind: 'ours',
+    ref: 'ts-d1',
+    streamsRef: 'ds-node',
+    streams: true,
+    start: () => startWorker({ name: 'bench-rust-d1', storage: 'd1' }),
+  },
   { name: 'rust-do', kind: 'ours', ref: 'ts-do', start: () => startWorker({ name: 'bench-rust-do', storage: 'do-sqlite' }) },
   {
     name: 'ceiling',
@@ -61,7 +70,49 @@ const TARGETS = [
     kind: 'ref',
     start: () => startWorker({ name: 'bench-ts-d1', config: 'bench/ts-ref/wrangler.toml', storage: 'd1', vars: { SYNC_STORAGE: 'd1' } }),
   },
+  // The Node reference Durable Streams server: the streams scenarios only.
+  { name: 'ds-node', kind: 'ref', streams: true, streamsOnly: true, start: () => startDsNode() },
 ]
+
+/**
+ * The Node reference Durable Streams server (bench/ds-node/server.mjs) in its own process, in memory
+ * (or file-backed on fresh state with BENCH_DS_NODE_FILES=1): `{ url, port, logFile, procs, stop }`,
+ * its CPU measured as our workerd's is.
+ */
+const startDsNode = async () => {
+  const dataDir = process.env.BENCH_DS_NODE_FILES === '1' ? fs.mkdtempSync(path.join(os.tmpdir(), 'bench-ds-node-')) : ''
+  const logFile = path.resolve(ROOT, '.wrangler/bench/ds-node.log')
+  fs.mkdirSync(path.dirname(logFile), { recursive: true })
+  const log = fs.openSync(logFile, 'w')
+  const child = spawn(process.execPath, [path.join(here, 'ds-node/server.mjs')], {
+    cwd: here,
+    env: { ...process.env, PORT: '0', DATA_DIR: dataDir },
+    stdio: ['ignore', 'pipe', log],
+  })
+  const url = await new Promise((resolve, reject) => {
+    let out = ''
+    child.stdout.on('data', (chunk) => {
+      out += chunk
+      const m = /ready (\S+)/.exec(out)
+      if (m) resolve(m[1])
+    })
+    child.on('exit', (code) => reject(new Error(`the Node reference server exited (${code}); see ${logFile}`)))
+  })
+  return {
+    url,
+    port: Number(new URL(url).port),
+    logFile,
+    procs: { runtime: child.pid, aux: [], node: [], all: [child.pid] },
+    stop: async () => {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM')
+        await Promise.race([once(child, 'exit'), sleep(5_000)])
+        if (child.exitCode === null) child.kill('SIGKILL')
+      }
+      if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true })
+    },
+  }
+}
 
 // Table order. capS: the timed part of a scenario stops there and its rate is reported over what
 // completed (the TypeScript reference needs the caps; ours and the ceiling finish well within).
@@ -78,6 +129,9 @@ const SCENARIOS = [
   { name: 'streams-concurrent', capS: 8, streams: true, run: (ctx) => streamsConcurrent(ctx, { writers: 16, each: 125 }) },
   { name: 'streams-catch-up', capS: 8, streams: true, run: (ctx) => streamsCatchUp(ctx, { total: 20_000 }) },
   { name: 'streams-sse', capS: 12, streams: true, run: (ctx) => streamsSse(ctx, { readers: 100, appends: 200 }) },
+  { name: 'streams-sse-300', capS: 12, streams: true, run: (ctx) => streamsSse(ctx, { readers: 300, appends: 200 }) },
+  { name: 'streams-sse-1000', capS: 12, streams: true, run: (ctx) => streamsSse(ctx, { readers: 1_000, appends: 200, drainMs: 30_000 }) },
+  { name: 'streams-long-poll', capS: 12, streams: true, run: (ctx) => streamsLongPoll(ctx, { readers: 100, appends: 200 }) },
 ]
 // Run order: fan-out-500 first, on a freshly started worker, because it also takes the memory
 // figure (workerd RSS with its 500 sockets open and idle, before its pushes), whose baseline
@@ -109,7 +163,7 @@ const targetTokens = only.filter((t) => TARGETS.some((x) => matches(x.name, t)))
 const scenarioTokens = only.filter((t) => SCENARIOS.some((x) => matches(x.name, t)))
 const targets = TARGETS.filter((t) => targetTokens.length === 0 || targetTokens.some((tok) => matches(t.name, tok)))
 const scenarios = RUN_ORDER.filter((s) => scenarioTokens.length === 0 || scenarioTokens.some((tok) => matches(s.name, tok)))
-const applies = (scenario, target) => !scenario.streams || target.streams
+const applies = (scenario, target) => (target.streamsOnly ? scenario.streams : !scenario.streams || target.streams)
 
 // A subset run writes its own file and keeps the last full run's bench.json, whose figures give
 // the ratios for targets it did not run (marked * in the table).
@@ -189,8 +243,8 @@ for (const target of targets) {
     continue
   }
   try {
-    const procs = findServer(worker.port)
-    const baseUrl = VIA_PROXY ? worker.url : await directUrl(procs)
+    const procs = worker.procs ?? findServer(worker.port)
+    const baseUrl = worker.procs || VIA_PROXY ? worker.url : await directUrl(procs)
     targetInfo[target.name] = {
       url: baseUrl,
       wranglerUrl: worker.url,

@@ -23,7 +23,9 @@ export const computeRatios = (results, targets, earlier = []) => {
     const t = targets.find((x) => x.name === r.target)
     if (!r.ok || t?.kind !== 'ours') continue
     r.ratios = {}
-    for (const [key, otherName] of [['ref', t.ref], ['ceiling', 'ceiling']]) {
+    // Streams scenarios compare with the Node reference Durable Streams server.
+    const ref = r.scenario.startsWith('streams-') ? (t.streamsRef ?? t.ref) : t.ref
+    for (const [key, otherName] of [['ref', ref], ['ceiling', 'ceiling']]) {
       const other = find(r.scenario, otherName)
       if (!other) continue
       r.ratios[key] = {

@@ -1,5 +1,6 @@
-// Durable Streams scenarios (our Worker only: the TypeScript reference has no streams), against
-// /v1/stream/<name> of the same wrangler dev instance. Each uses fresh stream names.
+// Durable Streams scenarios, against /v1/stream/<name> of our Worker and of the Node reference server
+// (@durable-streams/server; the TypeScript LiveStore reference has no streams). Each uses fresh
+// stream names.
 
 import http from 'node:http'
 import { percentiles, round, sequentialResult, sleep, waitFor } from './stats.mjs'
@@ -143,10 +144,24 @@ const openSse = (url, onMessages) =>
     req.on('error', reject)
   })
 
-/** `readers` SSE readers of one JSON stream; one writer appends `appends` messages 20 ms apart. */
+/** The median of three RSS readings of the server (kB). */
+const medianRss = async (ctx) => {
+  const samples = []
+  for (let i = 0; i < 3; i++) {
+    if (i > 0) await sleep(250)
+    samples.push(ctx.meter.rss().total)
+  }
+  return samples.sort((a, b) => a - b)[1]
+}
+
+/**
+ * `readers` SSE readers of one JSON stream; one writer appends `appends` messages 20 ms apart.
+ * Also reports the server's RSS per connected reader (after they connect, minus before).
+ */
 export const streamsSse = async (ctx, { readers = 100, appends = 200, intervalMs = 20, drainMs = 15_000 } = {}) => {
   const url = freshStream(ctx, 'sse')
   await create(url, 'application/json')
+  const rssBefore = await medianRss(ctx)
   const sentAt = new Float64Array(appends)
   const latencies = new Float64Array(readers * appends)
   let delivered = 0
@@ -170,7 +185,8 @@ export const streamsSse = async (ctx, { readers = 100, appends = 200, intervalMs
         )),
       )
     }
-    await sleep(200)
+    await sleep(500)
+    const perReaderKb = (await medianRss(ctx)) - rssBefore
     const end = ctx.meter.begin()
     const started = performance.now()
     const deadline = started + ctx.capMs
@@ -192,17 +208,99 @@ export const streamsSse = async (ctx, { readers = 100, appends = 200, intervalMs
     const lat = percentiles(latencies.subarray(0, Math.min(delivered, latencies.length)), [50, 99, 100])
     const share = delivered / expected
     const result = {
-      figure: `p50 ${lat.p50} / p99 ${lat.p99} / max ${lat.max} ms  ${round(share * 100, 2)}% (${delivered}/${expected})  ${round(sent / ((lastAck - started) / 1000), 1)} appends/s`,
-      primary: { value: lat.p50, unit: 'ms p50', better: 'lower' },
+      figure: `p50 ${lat.p50} / p99 ${lat.p99} / max ${lat.max} ms  ${round(share * 100, 2)}% (${delivered}/${expected})  ${round(sent / ((lastAck - started) / 1000), 1)} appends/s  ${round(perReaderKb / readers)} KB RSS/reader`,
+      primary: { value: lat.p99, unit: 'ms p99', better: 'lower' },
+      ops: delivered,
+      opUnit: 'delivery',
+      cpu,
+      complete: sent === appends,
+      details: { readers, appends: sent, expected, delivered, outOfOrder, latencyMs: lat, rssPerReaderKb: round(perReaderKb / readers) },
+    }
+    if (delivered !== expected || outOfOrder > 0) result.error = `delivered ${delivered} of ${expected}, ${outOfOrder} out of order`
+    return result
+  } finally {
+    for (const req of requests) req.destroy()
+  }
+}
+
+/** A long-poll reader of `url` from the start: calls `onMessages` with each answer's messages. */
+const longPollReader = (url, onMessages, stopped) =>
+  (async () => {
+    let offset = '-1'
+    let cursor
+    while (!stopped()) {
+      const query = `offset=${encodeURIComponent(offset)}&live=long-poll${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`
+      const res = await fetch(`${url}?${query}`)
+      const text = await res.text()
+      const receivedAt = performance.now()
+      if (res.status !== 200 && res.status !== 204) throw new Error(`long-poll: HTTP ${res.status} ${text.slice(0, 200)}`)
+      offset = res.headers.get('stream-next-offset') ?? offset
+      cursor = res.headers.get('stream-cursor') ?? cursor
+      if (res.status === 200) onMessages(JSON.parse(text), receivedAt)
+    }
+  })()
+
+/** `readers` long-poll readers of one JSON stream; one writer appends `appends` messages 20 ms apart. */
+export const streamsLongPoll = async (ctx, { readers = 100, appends = 200, intervalMs = 20, drainMs = 15_000 } = {}) => {
+  const url = freshStream(ctx, 'long-poll')
+  await create(url, 'application/json')
+  const sentAt = new Float64Array(appends)
+  const latencies = new Float64Array(readers * appends)
+  let delivered = 0
+  let outOfOrder = 0
+  let stop = false
+  const failures = []
+  const loops = Array.from({ length: readers }, () => {
+    let expectNext = 0
+    return longPollReader(
+      url,
+      (messages, receivedAt) => {
+        for (const { i: k } of messages) {
+          if (k !== expectNext) outOfOrder++
+          expectNext = k + 1
+          if (delivered < latencies.length) latencies[delivered] = receivedAt - sentAt[k]
+          delivered++
+        }
+      },
+      () => stop,
+    ).catch((e) => failures.push(e.message))
+  })
+  try {
+    await sleep(1_000)
+    const end = ctx.meter.begin()
+    const started = performance.now()
+    const deadline = started + ctx.capMs
+    let sent = 0
+    for (let k = 0; k < appends; k++) {
+      const due = started + k * intervalMs
+      const now = performance.now()
+      if (due > now) await sleep(due - now)
+      if (performance.now() > deadline) break
+      sentAt[k] = performance.now()
+      await append(url, JSON.stringify({ i: k }), 'application/json')
+      sent++
+    }
+    const expected = readers * sent
+    await waitFor(() => delivered >= expected || failures.length > 0, drainMs)
+    const cpu = end()
+    const lat = percentiles(latencies.subarray(0, Math.min(delivered, latencies.length)), [50, 99, 100])
+    const result = {
+      figure: `p50 ${lat.p50} / p99 ${lat.p99} / max ${lat.max} ms  ${round((delivered / expected) * 100, 2)}% (${delivered}/${expected})`,
+      primary: { value: lat.p99, unit: 'ms p99', better: 'lower' },
       ops: delivered,
       opUnit: 'delivery',
       cpu,
       complete: sent === appends,
       details: { readers, appends: sent, expected, delivered, outOfOrder, latencyMs: lat },
     }
-    if (delivered !== expected || outOfOrder > 0) result.error = `delivered ${delivered} of ${expected}, ${outOfOrder} out of order`
+    if (delivered !== expected || outOfOrder > 0 || failures.length > 0) {
+      result.error = `delivered ${delivered} of ${expected}, ${outOfOrder} out of order${failures.length ? `, ${failures[0]}` : ''}`
+    }
     return result
   } finally {
-    for (const req of requests) req.destroy()
+    stop = true
+    // Each reader ends after its current poll (the append below answers them all at once).
+    await append(url, JSON.stringify({ i: -1 }), 'application/json').catch(() => {})
+    await Promise.race([Promise.all(loops), sleep(5_000)])
   }
 }
