@@ -8,7 +8,8 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use livestore_sync_rs::durable_streams::cursor::{next_cursor, CURSOR_EPOCH_MS};
+use livestore_sync_rs::durable_streams::bridge::{decode_frame, encode_frame, Position};
+use livestore_sync_rs::durable_streams::cursor::{next_cursor, parse_cursor, CURSOR_EPOCH_MS};
 use livestore_sync_rs::durable_streams::headers::{
     format_rfc3339_ms, is_closed_flag, needs_base64, normalize_content_type, parse_expiry,
     parse_rfc3339_ms, Expiry,
@@ -67,11 +68,22 @@ fuzz_target!(|data: &[u8]| {
     assert!(!(stream_seq_advances(Some(a), b) && stream_seq_advances(Some(b), a)));
 
     let now_ms = (any_ms as u64).wrapping_add(CURSOR_EPOCH_MS);
-    let cursor = next_cursor(now_ms, Some(a));
+    let cursor = next_cursor(now_ms, parse_cursor(a));
     if let Ok(sent) = a.parse::<u64>() {
         assert_ne!(
             cursor, sent,
             "the cursor a client sent must never be echoed"
+        );
+    }
+
+    // The bridge's attachments and frames: what parses prints back the same.
+    if let Some(at) = Position::from_attachment(a) {
+        assert_eq!(Position::from_attachment(&at.to_attachment()), Some(at));
+    }
+    if let Some((next, events)) = decode_frame(a) {
+        assert_eq!(
+            decode_frame(&encode_frame(next, events)),
+            Some((next, events))
         );
     }
 
