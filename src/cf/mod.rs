@@ -38,6 +38,7 @@
 
 pub mod admin;
 mod do_rpc;
+mod edge_cache;
 mod http;
 pub mod projects;
 mod registry;

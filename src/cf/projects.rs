@@ -81,8 +81,12 @@ pub fn denied_response(denied: &Denied) -> Result<Response> {
 /// What the guard decided about a stream request.
 pub enum Guard {
     /// It goes on; `expires` is its token's expiry (seconds since the epoch), which ends an
-    /// event stream it opens.
-    Allowed { expires: Option<u64> },
+    /// event stream it opens; `reach` is what its token may read (project and stream), which
+    /// keys what the edge cache keeps for it.
+    Allowed {
+        expires: Option<u64>,
+        reach: Option<String>,
+    },
     /// It is answered with this refusal.
     Refused(Response),
 }
@@ -92,7 +96,10 @@ pub enum Guard {
 pub async fn guard_stream(req: &Request, env: &Env) -> Result<Guard> {
     let path = req.path();
     let method = req.method().to_string();
-    let open = Guard::Allowed { expires: None };
+    let open = Guard::Allowed {
+        expires: None,
+        reach: None,
+    };
     let Some(need) = needed_scope(&method) else {
         return Ok(open);
     };
@@ -104,6 +111,7 @@ pub async fn guard_stream(req: &Request, env: &Env) -> Result<Guard> {
         None => None,
     };
     let mut expires = None;
+    let mut reach = None;
     if let (Some(target), Some(config)) = (&target, &config) {
         match authorize(
             config,
@@ -113,7 +121,12 @@ pub async fn guard_stream(req: &Request, env: &Env) -> Result<Guard> {
             authorization.as_deref(),
             now_s(),
         ) {
-            Ok(claims) => expires = claims.map(|c| c.exp),
+            Ok(claims) => {
+                reach = claims
+                    .as_ref()
+                    .map(|c| format!("{}:{}", c.sub, c.stream_id.as_deref().unwrap_or("*")));
+                expires = claims.map(|c| c.exp);
+            }
             Err(denied) => return denied_response(&denied).map(Guard::Refused),
         }
     }
@@ -144,7 +157,7 @@ pub async fn guard_stream(req: &Request, env: &Env) -> Result<Guard> {
             }
         }
     }
-    Ok(Guard::Allowed { expires })
+    Ok(Guard::Allowed { expires, reach })
 }
 
 /// Forwards `req` so that an event stream it opens ends when its token expires (the client

@@ -6,6 +6,7 @@
 //! platform: time and timers, the alarm, and the other streams' objects (a fork's source),
 //! reached through internal paths the Worker never forwards.
 
+use super::edge_cache::CachedRead;
 use super::sse_bridge::{FanOut, BRIDGE_PATH};
 use crate::admin::model::{ProducerInfo, StreamInfo};
 use crate::durable_streams::create::MAX_APPEND_BYTES;
@@ -122,8 +123,8 @@ async fn route_stream(req: Request, env: &Env) -> Result<Response> {
     if path.split('/').any(|segment| segment == "__ds") {
         return plain(404, "not found");
     }
-    let expires = match super::projects::guard_stream(&req, env).await {
-        Ok(super::projects::Guard::Allowed { expires }) => expires,
+    let (expires, reach) = match super::projects::guard_stream(&req, env).await {
+        Ok(super::projects::Guard::Allowed { expires, reach }) => (expires, reach),
         Ok(super::projects::Guard::Refused(refusal)) => return Ok(refusal),
         Err(e) => return plain(500, &format!("project configuration: {e}")),
     };
@@ -133,13 +134,22 @@ async fn route_stream(req: Request, env: &Env) -> Result<Response> {
         Ok(None) => {}
         Err(e) => return plain(500, &format!("stream object failed: {e}")),
     }
+    // Reads the edge has kept are answered without the object.
+    let cached = CachedRead::of(&req, reach.as_deref())?;
+    match cached.lookup().await {
+        Ok(Some(hit)) => return Ok(hit),
+        Ok(None) => {}
+        Err(e) => worker::console_warn!("edge cache lookup: {e}"),
+    }
     let forwarded = async {
         let stub = env
             .durable_object(STREAMS_BINDING)?
             .id_from_name(&path)?
             .get_stub()?;
-        stub.fetch_with_request(super::projects::with_expiry(req, expires)?)
-            .await
+        let response = stub
+            .fetch_with_request(super::projects::with_expiry(req, expires)?)
+            .await?;
+        cached.finish(response).await
     };
     match forwarded.await {
         Ok(response) => Ok(response),

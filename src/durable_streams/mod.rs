@@ -7,6 +7,7 @@ pub mod append;
 pub mod bridge;
 pub mod create;
 pub mod cursor;
+pub mod edge_cache;
 pub mod fork;
 pub mod headers;
 pub mod http;

@@ -23,6 +23,9 @@ pub const READ_BUDGET: Budget = Budget {
 };
 
 const CACHE_HISTORICAL: &str = "public, max-age=60, stale-while-revalidate=300";
+/// A long-poll `200`: what it holds is fixed for its offset, and its cursor keys it, so caches
+/// may collapse the readers waiting at one offset onto one answer for an interval.
+const CACHE_LONG_POLL: &str = "public, max-age=20";
 
 /// What a reader sees of a log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,7 +136,9 @@ fn data_response(
         offset_text(next),
         if closed_eof { ":c" } else { "" }
     );
-    let cache = if cursor.is_some() || (up_to_date && !view.closed) {
+    let cache = if cursor.is_some() {
+        CACHE_LONG_POLL
+    } else if up_to_date && !view.closed {
         "no-cache"
     } else {
         CACHE_HISTORICAL

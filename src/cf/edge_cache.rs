@@ -1,0 +1,114 @@
+//! The edge cache on Cloudflare: the Worker answers repeated stream reads from `caches.default`
+//! without waking the stream's object, and says how in `X-Cache` (the rules are
+//! [`crate::durable_streams::edge_cache`]). The Cache API lives in each data center (and, in
+//! production, only on a custom domain); under `wrangler dev` it is local.
+
+use crate::durable_streams::edge_cache::{
+    cache_key, not_modified, outgoing_cache_control, storable, CacheStatus, X_CACHE,
+};
+use worker::{Cache, Headers, Request, Response, Result};
+
+/// A read's way through the cache: its key (none when the cache does not serve it), and
+/// whether a token authorized it.
+pub(super) struct CachedRead {
+    /// Whether it reads at all (`GET`, `HEAD`): only reads say `X-Cache`.
+    read: bool,
+    key: Option<String>,
+    scoped: bool,
+    if_none_match: Option<String>,
+}
+
+impl CachedRead {
+    /// The way of `req`, which a token of `reach` authorized (if one did).
+    pub(super) fn of(req: &Request, reach: Option<&str>) -> Result<CachedRead> {
+        let url = req.url()?;
+        let key = cache_key(
+            req.method().as_ref(),
+            url.path(),
+            url.query().unwrap_or_default(),
+            reach,
+        )
+        .filter(|_| cache_available());
+        Ok(CachedRead {
+            read: matches!(req.method(), worker::Method::Get | worker::Method::Head),
+            key,
+            scoped: reach.is_some(),
+            if_none_match: req.headers().get("if-none-match")?,
+        })
+    }
+
+    /// The cached answer, if there is one: as it was kept, or `304` when the reader has it.
+    pub(super) async fn lookup(&self) -> Result<Option<Response>> {
+        let Some(key) = &self.key else {
+            return Ok(None);
+        };
+        let Some(hit) = Cache::default().get(key.as_str(), false).await? else {
+            return Ok(None);
+        };
+        let headers = self.outgoing_headers(hit.headers(), CacheStatus::Hit)?;
+        if not_modified(
+            self.if_none_match.as_deref(),
+            headers.get("etag")?.as_deref(),
+        ) {
+            return Ok(Some(
+                Response::empty()?.with_status(304).with_headers(headers),
+            ));
+        }
+        Ok(Some(hit.with_headers(headers)))
+    }
+
+    /// The object's answer on its way out: kept when it may be, and marked.
+    pub(super) async fn finish(&self, mut response: Response) -> Result<Response> {
+        if !self.read {
+            return Ok(response);
+        }
+        let status = match &self.key {
+            None => CacheStatus::Bypass,
+            Some(key) => {
+                let cache_control = response.headers().get("cache-control")?;
+                if storable(response.status_code(), cache_control.as_deref()) {
+                    if let Err(e) = keep(key, &mut response).await {
+                        // The reader still gets its answer; the next one asks the object again.
+                        worker::console_warn!("edge cache: {e}");
+                    }
+                }
+                CacheStatus::Miss
+            }
+        };
+        let headers = self.outgoing_headers(response.headers(), status)?;
+        Ok(response.with_headers(headers))
+    }
+
+    /// `headers` as they leave the Worker: with `X-Cache`, and `private` for a token's read.
+    fn outgoing_headers(&self, headers: &Headers, status: CacheStatus) -> Result<Headers> {
+        let out = copy(headers)?;
+        out.set(X_CACHE, status.as_str())?;
+        if let Some(value) = out.get("cache-control")? {
+            if let Some(private) = outgoing_cache_control(&value, self.scoped) {
+                out.set("cache-control", &private)?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Keeps a copy of `response` under `key`.
+async fn keep(key: &str, response: &mut Response) -> Result<()> {
+    let kept = response.cloned()?;
+    // A copy of the headers: those of an object's response are immutable.
+    let headers = copy(kept.headers())?;
+    Cache::default().put(key, kept.with_headers(headers)).await
+}
+
+fn copy(headers: &Headers) -> Result<Headers> {
+    let out = Headers::new();
+    for (name, value) in headers.entries() {
+        out.append(&name, &value)?;
+    }
+    Ok(out)
+}
+
+/// Whether the runtime has a Cache API (`Cache::default` assumes it).
+fn cache_available() -> bool {
+    js_sys::Reflect::get(&js_sys::global(), &"caches".into()).is_ok_and(|caches| caches.is_object())
+}
