@@ -28,15 +28,19 @@ pub enum CrashPoint {
     /// A Durable Streams operation (of any kind: the tests arm it just before an append) has
     /// committed; its reply is not sent yet.
     StreamAfterCommit,
+    /// A cold segment is written to R2; the index does not name it yet and its rows are still in
+    /// SQLite.
+    StreamColdAfterPut,
 }
 
 impl CrashPoint {
     /// Every crash point.
-    pub const ALL: [CrashPoint; 4] = [
+    pub const ALL: [CrashPoint; 5] = [
         CrashPoint::D1AfterInsert,
         CrashPoint::SqliteAfterInsert,
         CrashPoint::StreamAfterData,
         CrashPoint::StreamAfterCommit,
+        CrashPoint::StreamColdAfterPut,
     ];
 
     /// The name the tests arm it by.
@@ -46,6 +50,7 @@ impl CrashPoint {
             CrashPoint::SqliteAfterInsert => "sqlite-after-insert",
             CrashPoint::StreamAfterData => "stream-after-data",
             CrashPoint::StreamAfterCommit => "stream-after-commit",
+            CrashPoint::StreamColdAfterPut => "stream-cold-after-put",
         }
     }
 

@@ -181,6 +181,15 @@ pub struct StreamInfo {
     /// Forks of this stream still alive.
     pub forks: u64,
     pub producers: Vec<ProducerInfo>,
+    /// Messages moved to the cold tier (R2), in how many segments, and their bytes (counted in
+    /// `messages` and `bytes` too).
+    pub cold_segments: u64,
+    pub cold_messages: u64,
+    pub cold_bytes: u64,
+    /// Segment objects waiting to be deleted (a deleted stream's, or a move cut short).
+    pub cold_garbage: u64,
+    /// Objects under this stream's prefix in the bucket (up to 1,000 counted), if there is one.
+    pub cold_objects: Option<u64>,
     /// Live SSE readers held through the Worker's bridge.
     pub live_readers: u64,
     /// When the stream's object last started: it sleeps while idle, even with live readers.

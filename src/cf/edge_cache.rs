@@ -6,7 +6,14 @@
 use crate::durable_streams::edge_cache::{
     cache_key, not_modified, outgoing_cache_control, storable, CacheStatus, X_CACHE,
 };
-use worker::{Cache, Headers, Request, Response, Result};
+use worker::{Cache, Headers, Method, Request, RequestInit, Response, Result, SqlStorage};
+
+/// The request header by which the Worker tells a stream's object the cache key of a read it
+/// may keep; the object remembers the keys of its kept answers, so that deleting the stream can
+/// drop them from the cache. A client's own value is never passed on.
+pub(super) const CACHE_KEY_HEADER: &str = "x-ds-cache-key";
+/// How long the object remembers a key: past the longest `max-age` it answers with.
+const REMEMBER_MS: u64 = 90_000;
 
 /// A read's way through the cache: its key (none when the cache does not serve it), and
 /// whether a token authorized it.
@@ -57,6 +64,21 @@ impl CachedRead {
         Ok(Some(hit.with_headers(headers)))
     }
 
+    /// `req` as it goes to the object: with the key its answer may be kept under, if any.
+    pub(super) fn tag(&self, req: Request) -> Result<Request> {
+        if req.method() != Method::Get {
+            return Ok(req);
+        }
+        let headers = copy(req.headers())?;
+        headers.delete(CACHE_KEY_HEADER)?;
+        if let Some(key) = &self.key {
+            headers.set(CACHE_KEY_HEADER, key)?;
+        }
+        let mut init = RequestInit::new();
+        init.with_method(Method::Get).with_headers(headers);
+        Request::new_with_init(req.url()?.as_str(), &init)
+    }
+
     /// The object's answer on its way out: kept when it may be, and marked.
     pub(super) async fn finish(&self, mut response: Response) -> Result<Response> {
         if !self.read {
@@ -100,6 +122,10 @@ async fn keep(key: &str, response: &mut Response) -> Result<()> {
     Cache::default().put(key, kept.with_headers(headers)).await
 }
 
+fn int(value: u64) -> worker::SqlStorageValue {
+    i64::try_from(value).unwrap_or(i64::MAX).into()
+}
+
 fn copy(headers: &Headers) -> Result<Headers> {
     let out = Headers::new();
     for (name, value) in headers.entries() {
@@ -111,4 +137,78 @@ fn copy(headers: &Headers) -> Result<Headers> {
 /// Whether the runtime has a Cache API (`Cache::default` assumes it).
 fn cache_available() -> bool {
     js_sys::Reflect::get(&js_sys::global(), &"caches".into()).is_ok_and(|caches| caches.is_object())
+}
+
+/// The object side: remembers `key` (the [`CACHE_KEY_HEADER`] a read carried) when the read
+/// was answered with something the Worker keeps.
+pub(super) fn remember(
+    sql: &SqlStorage,
+    key: Option<&str>,
+    status: u16,
+    response_headers: &[(String, String)],
+    now_ms: u64,
+) -> Result<()> {
+    let Some(key) = key else {
+        return Ok(());
+    };
+    let cache_control = response_headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("cache-control"))
+        .map(|(_, value)| value.as_str());
+    if !storable(status, cache_control) {
+        return Ok(());
+    }
+    sql.exec(
+        "CREATE TABLE IF NOT EXISTS ds_cache_keys (key TEXT PRIMARY KEY, until_ms INTEGER NOT NULL)",
+        None,
+    )?;
+    sql.exec(
+        "DELETE FROM ds_cache_keys WHERE until_ms < ?",
+        vec![int(now_ms)],
+    )?;
+    sql.exec(
+        "INSERT OR REPLACE INTO ds_cache_keys (key, until_ms) VALUES (?, ?)",
+        vec![key.into(), int(now_ms.saturating_add(REMEMBER_MS))],
+    )?;
+    Ok(())
+}
+
+/// The object side: the keys it remembers that may still be kept, forgotten as they are handed
+/// over (one per line).
+pub(super) fn hand_over(sql: &SqlStorage, now_ms: u64) -> Result<String> {
+    sql.exec(
+        "CREATE TABLE IF NOT EXISTS ds_cache_keys (key TEXT PRIMARY KEY, until_ms INTEGER NOT NULL)",
+        None,
+    )?;
+    let rows = sql.exec(
+        "SELECT key FROM ds_cache_keys WHERE until_ms >= ?",
+        vec![int(now_ms)],
+    )?;
+    let mut keys = Vec::new();
+    for row in rows.raw() {
+        if let Some(worker::SqlStorageValue::String(key)) = row?.into_iter().next() {
+            keys.push(key);
+        }
+    }
+    sql.exec("DELETE FROM ds_cache_keys", None)?;
+    Ok(keys.join("\n"))
+}
+
+/// The Worker side: drops what the cache keeps for the stream at `path` (after it was deleted
+/// or created again), as its object lists it.
+pub(super) async fn purge(stub: &worker::Stub) -> Result<()> {
+    let request = Request::new_with_init(
+        "https://streams/__ds_internal/cache-keys",
+        RequestInit::new().with_method(Method::Post),
+    )?;
+    let mut response = stub.fetch_with_request(request).await?;
+    if response.status_code() != 200 {
+        return Ok(());
+    }
+    let keys = response.text().await?;
+    let cache = Cache::default();
+    for key in keys.lines().filter(|key| !key.is_empty()) {
+        cache.delete(key, false).await?;
+    }
+    Ok(())
 }

@@ -14,6 +14,8 @@ use crate::durable_streams::http::Response as DsResponse;
 use crate::durable_streams::platform::{AcquireRequest, Clock, Config, ForkPoint, Platform};
 use crate::durable_streams::read::Sse;
 use crate::durable_streams::stream::{Outcome, Stream};
+use crate::storage::r2::{R2Cold, SEGMENTS_BINDING};
+use crate::storage::segments::{decode_messages, encode_messages, SegmentPolicy};
 use crate::storage::stream_sqlite::SqliteStreamStore;
 use crate::stream::{Budget, Message, SeqNum, StorageError};
 use std::rc::Rc;
@@ -141,14 +143,23 @@ async fn route_stream(req: Request, env: &Env) -> Result<Response> {
         Ok(None) => {}
         Err(e) => worker::console_warn!("edge cache lookup: {e}"),
     }
+    let method = req.method();
     let forwarded = async {
         let stub = env
             .durable_object(STREAMS_BINDING)?
             .id_from_name(&path)?
             .get_stub()?;
-        let response = stub
-            .fetch_with_request(super::projects::with_expiry(req, expires)?)
-            .await?;
+        let request = cached.tag(super::projects::with_expiry(req, expires)?)?;
+        let response = stub.fetch_with_request(request).await?;
+        // A stream deleted or created again: what the cache keeps of it goes.
+        if matches!(
+            (&method, response.status_code()),
+            (Method::Delete, 204) | (Method::Put, 201)
+        ) {
+            if let Err(e) = super::edge_cache::purge(&stub).await {
+                worker::console_warn!("edge cache purge: {e}");
+            }
+        }
         cached.finish(response).await
     };
     match forwarded.await {
@@ -309,33 +320,6 @@ struct ReadRequest {
     bytes: usize,
 }
 
-/// Messages as they travel between objects: for each, its position (8 bytes), its length (4
-/// bytes), then its bytes.
-fn encode_messages(messages: &[Message]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(messages.iter().map(|m| m.data.len() + 12).sum());
-    for message in messages {
-        out.extend_from_slice(&message.seq.get().to_be_bytes());
-        out.extend_from_slice(&(message.data.len() as u32).to_be_bytes());
-        out.extend_from_slice(&message.data);
-    }
-    out
-}
-
-fn decode_messages(mut bytes: &[u8]) -> std::result::Result<Vec<Message>, StorageError> {
-    let bad = || StorageError("the fork's source sent a malformed read".into());
-    let mut out = Vec::new();
-    while !bytes.is_empty() {
-        let (seq, rest) = bytes.split_first_chunk::<8>().ok_or_else(bad)?;
-        let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
-        let len = u32::from_be_bytes(*len) as usize;
-        let data = rest.get(..len).ok_or_else(bad)?;
-        let seq = SeqNum::new(u64::from_be_bytes(*seq)).ok_or_else(bad)?;
-        out.push(Message::new(seq, data.to_vec()));
-        bytes = rest.get(len..).ok_or_else(bad)?;
-    }
-    Ok(out)
-}
-
 pub(super) type StreamOf = Stream<SqliteStreamStore, CfPlatform>;
 
 /// The protocol's settings, from the Worker's vars (the Worker's bridge and the object share them).
@@ -354,6 +338,34 @@ pub(super) fn stream_config(env: &Env) -> Config {
     }
 }
 
+/// When a stream's oldest messages make a segment for the cold tier, from the Worker's vars.
+fn segment_policy(env: &Env) -> SegmentPolicy {
+    let var = |name: &str| {
+        env.var(name)
+            .ok()
+            .and_then(|v| v.to_string().trim().parse::<u64>().ok())
+            .filter(|n| *n > 0)
+    };
+    let defaults = SegmentPolicy::default();
+    SegmentPolicy {
+        messages: var("DS_SEGMENT_MESSAGES").unwrap_or(defaults.messages),
+        bytes: var("DS_SEGMENT_BYTES").unwrap_or(defaults.bytes),
+    }
+}
+
+/// Moves full segments to the cold tier (and deletes what no segment names) after the request.
+fn compact_later(stream: &Rc<StreamOf>) {
+    let store = stream.log().store().clone();
+    if store.cold().is_none() {
+        return;
+    }
+    stream.platform().state.wait_until(async move {
+        if let Err(e) = store.compact().await {
+            worker::console_warn!("moving cold segments: {e}");
+        }
+    });
+}
+
 /// The stream Durable Object's logic; the shipped Worker wraps it as `StreamObject`.
 pub struct StreamsObject {
     stream: std::result::Result<Rc<StreamOf>, StorageError>,
@@ -365,7 +377,13 @@ impl StreamsObject {
         let config = stream_config(&env);
         let fan_out = Rc::new(FanOut::default());
         let bridged = FanOut::readers(&state) > 0;
+        let cold = env
+            .bucket(SEGMENTS_BINDING)
+            .ok()
+            .map(|bucket| R2Cold::new(bucket, &state.id().to_string()));
+        let policy = segment_policy(&env);
         let stream = SqliteStreamStore::open(state.storage()).map(|store| {
+            let store = store.with_cold(cold, policy);
             Rc::new(Stream::new(
                 store,
                 CfPlatform {
@@ -404,10 +422,12 @@ impl StreamsObject {
 
     /// The alarm: expiry and retries of owed releases.
     pub async fn alarm(&self) -> Result<Response> {
-        self.stream()?
+        let stream = self.stream()?;
+        stream
             .alarm()
             .await
             .map_err(|e| worker::Error::RustError(e.to_string()))?;
+        compact_later(&stream);
         Response::ok("")
     }
 
@@ -423,7 +443,11 @@ impl StreamsObject {
             return super::sse_bridge::accept(&stream, &self.fan_out, &url).await;
         }
         if let Some(op) = path.strip_prefix(INTERNAL_PREFIX) {
-            return internal(&stream, op, &body).await;
+            let response = internal(&stream, op, &body).await;
+            if op == "release" {
+                compact_later(&stream);
+            }
+            return response;
         }
         if path.starts_with(super::registry::REGISTRY_PATH) {
             let platform = stream.platform();
@@ -447,6 +471,18 @@ impl StreamsObject {
             .handle(&request)
             .await
             .map_err(|e| worker::Error::RustError(e.to_string()))?;
+        if let (Outcome::Reply(response), "GET") = (&outcome, method.as_str()) {
+            let sql = stream.platform().state.storage().sql();
+            let now = Date::now().as_millis();
+            let key = headers
+                .get(super::edge_cache::CACHE_KEY_HEADER)
+                .map(String::as_str);
+            if let Err(e) =
+                super::edge_cache::remember(&sql, key, response.status, &response.headers, now)
+            {
+                worker::console_warn!("edge cache keys: {e}");
+            }
+        }
         if let Outcome::Reply(response) = &outcome {
             // Streams enter the admin registry when created and leave it when deleted.
             let present = match (method.as_str(), response.status) {
@@ -470,6 +506,9 @@ impl StreamsObject {
                     }
                 });
             }
+        }
+        if !matches!(method.as_str(), "GET" | "HEAD") {
+            compact_later(&stream);
         }
         match outcome {
             Outcome::Reply(response) => to_response(response, Cors::Open),
@@ -530,10 +569,20 @@ async fn internal(stream: &StreamOf, op: &str, body: &[u8]) -> Result<Response> 
                 .map_err(failed)?;
             Ok(Response::from_bytes(encode_messages(&messages))?.with_status(200))
         }
+        "cache-keys" => {
+            let sql = stream.platform().state.storage().sql();
+            let keys = super::edge_cache::hand_over(&sql, Date::now().as_millis())?;
+            Response::ok(keys)
+        }
         "admin-info" => match stream.live().await.map_err(failed)? {
             Ok((meta, tail)) => {
                 let store = stream.log().store();
                 let (messages, bytes) = store.stats().map_err(failed)?;
+                let cold = store.cold_stats().map_err(failed)?;
+                let cold_objects = match store.cold() {
+                    Some(tier) => Some(tier.count(1_000).await.map_err(failed)? as u64),
+                    None => None,
+                };
                 let producers = store
                     .producers()
                     .map_err(failed)?
@@ -549,8 +598,13 @@ async fn internal(stream: &StreamOf, op: &str, body: &[u8]) -> Result<Response> 
                     path: String::from_utf8_lossy(body).into_owned(),
                     content_type: meta.content_type,
                     next_offset: crate::durable_streams::meta::offset_text(tail),
-                    messages,
-                    bytes,
+                    messages: messages + cold.messages,
+                    bytes: bytes + cold.bytes,
+                    cold_segments: cold.segments,
+                    cold_messages: cold.messages,
+                    cold_bytes: cold.bytes,
+                    cold_garbage: cold.garbage,
+                    cold_objects,
                     created_ms: meta.created_ms,
                     last_access_ms: meta.last_access_ms,
                     closed: meta.closed,

@@ -5,6 +5,7 @@
 //! the object's SQLite), `engine` (the choice of the two) and `stream_sqlite` (a Durable
 //! Streams stream in its object's SQLite).
 
+pub mod segments;
 pub mod sql;
 
 #[cfg(target_arch = "wasm32")]
@@ -13,6 +14,8 @@ pub mod d1;
 pub mod do_sqlite;
 #[cfg(target_arch = "wasm32")]
 pub mod engine;
+#[cfg(target_arch = "wasm32")]
+pub mod r2;
 #[cfg(target_arch = "wasm32")]
 pub mod stream_sqlite;
 #[cfg(target_arch = "wasm32")]

@@ -1,8 +1,16 @@
 //! A Durable Streams stream in its Durable Object's own SQLite: the path's metadata (one row of
 //! JSON), the messages by position, and the producers' fencing state. A commit is one
 //! `transactionSync`: messages, metadata and producer state together or not at all.
+//!
+//! With a cold tier (R2), the oldest messages move out a full segment at a time
+//! ([`SqliteStreamStore::compact`]); the index of segments lives here, and reads stitch the
+//! tiers (see [`super::segments`]).
 
 use super::do_sqlite::sql_error;
+use super::r2::R2Cold;
+use super::segments::{
+    encode_messages, read_stitched, segment_key, ColdTier, Segment, SegmentPolicy,
+};
 use crate::durable_streams::meta::{ClosedBy, ForkInfo, Meta, StreamMeta};
 use crate::faults::CrashPoint;
 use crate::stream::producer::ProducerState;
@@ -10,13 +18,21 @@ use crate::stream::{
     Budget, Commit, Header, HeaderWrite, Loaded, LogStore, Message, SeqNum, StorageError,
 };
 use serde::Deserialize;
+use std::cell::Cell;
 use std::rc::Rc;
 use worker::{SqlStorage, SqlStorageValue, Storage};
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS ds_meta (id INTEGER PRIMARY KEY CHECK (id = 1), meta TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS ds_messages (seq INTEGER PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS ds_producers (id TEXT PRIMARY KEY, epoch INTEGER NOT NULL, last_seq INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS ds_producers_updated ON ds_producers (updated_ms);";
+CREATE INDEX IF NOT EXISTS ds_producers_updated ON ds_producers (updated_ms);
+CREATE TABLE IF NOT EXISTS ds_segments (first INTEGER PRIMARY KEY, last INTEGER NOT NULL, key TEXT NOT NULL, messages INTEGER NOT NULL, bytes INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS ds_segments_last ON ds_segments (last);
+CREATE TABLE IF NOT EXISTS ds_cold_garbage (key TEXT PRIMARY KEY);";
+
+/// Segments that hold messages of `(?1, ?2]`, in order (a read takes at most a budget: the
+/// first few are enough).
+const SEGMENTS: &str = "SELECT first, last, key FROM ds_segments WHERE last > ?1 AND first <= ?2 ORDER BY first LIMIT 16";
 
 /// Messages `(?1, ?2]`, at most `?3`; read through a lazy cursor that stops at the byte budget.
 const READ: &str =
@@ -108,6 +124,23 @@ fn decode_meta(text: &str) -> Result<Meta, StorageError> {
 pub struct SqliteStreamStore {
     storage: Rc<Storage>,
     sql: SqlStorage,
+    cold: Option<Rc<R2Cold>>,
+    policy: SegmentPolicy,
+    /// Messages and bytes in the hot table, once counted; commits and moves keep it.
+    hot: Rc<Cell<Option<(u64, u64)>>>,
+    /// A move (or a collection) is under way.
+    moving: Rc<Cell<bool>>,
+}
+
+/// Cold-tier figures of a stream (admin).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ColdStats {
+    pub segments: u64,
+    pub messages: u64,
+    pub bytes: u64,
+    /// Objects written and not yet deleted that no segment names (cut-short moves, deleted
+    /// streams).
+    pub garbage: u64,
 }
 
 impl SqliteStreamStore {
@@ -118,7 +151,23 @@ impl SqliteStreamStore {
         Ok(SqliteStreamStore {
             storage: Rc::new(storage),
             sql,
+            cold: None,
+            policy: SegmentPolicy::default(),
+            hot: Rc::default(),
+            moving: Rc::default(),
         })
+    }
+
+    /// The store with a cold tier: full segments move there under `policy`.
+    pub fn with_cold(mut self, cold: Option<R2Cold>, policy: SegmentPolicy) -> SqliteStreamStore {
+        self.cold = cold.map(Rc::new);
+        self.policy = policy;
+        self
+    }
+
+    /// The cold tier, if there is one.
+    pub fn cold(&self) -> Option<&R2Cold> {
+        self.cold.as_deref()
     }
 
     fn exec(
@@ -148,7 +197,28 @@ impl SqliteStreamStore {
         }
     }
 
-    /// `(messages, bytes)` stored here (admin).
+    /// The cold tier's figures (admin).
+    pub fn cold_stats(&self) -> Result<ColdStats, StorageError> {
+        let cursor = self.exec(
+            "SELECT COUNT(*), COALESCE(SUM(messages), 0), COALESCE(SUM(bytes), 0), (SELECT COUNT(*) FROM ds_cold_garbage) FROM ds_segments",
+            vec![],
+            "cold stats",
+        )?;
+        let row = match cursor.raw().next() {
+            Some(row) => row.map_err(sql_error("cold stats row"))?,
+            None => return Ok(ColdStats::default()),
+        };
+        let mut values = row.iter().map(|v| as_u64(v).unwrap_or(0));
+        let mut next = || values.next().unwrap_or(0);
+        Ok(ColdStats {
+            segments: next(),
+            messages: next(),
+            bytes: next(),
+            garbage: next(),
+        })
+    }
+
+    /// `(messages, bytes)` in the hot table (admin).
     pub fn stats(&self) -> Result<(u64, u64), StorageError> {
         let cursor = self.exec(
             "SELECT COUNT(*), COALESCE(SUM(length(data)), 0) FROM ds_messages",
@@ -184,6 +254,228 @@ impl SqliteStreamStore {
         Ok(producers)
     }
 
+    /// Messages `(after, upto]` of the hot table, within `budget`.
+    fn read_hot(
+        &self,
+        after: SeqNum,
+        upto: SeqNum,
+        budget: Budget,
+    ) -> Result<Vec<Message>, StorageError> {
+        let cursor = self.exec(
+            READ,
+            vec![int(after.get()), int(upto.get()), int(budget.rows as u64)],
+            "read messages",
+        )?;
+        // The cursor is lazy: rows past the budget are never read.
+        budget.take(cursor.raw().map(|row| {
+            let row = row.map_err(sql_error("read message row"))?;
+            let seq = row
+                .first()
+                .and_then(as_u64)
+                .and_then(SeqNum::new)
+                .ok_or_else(|| StorageError("message without a position".into()))?;
+            let data = match row.into_iter().nth(1) {
+                Some(SqlStorageValue::Blob(data)) => data,
+                Some(SqlStorageValue::String(text)) => text.into_bytes(),
+                _ => Vec::new(),
+            };
+            Ok(Message::new(seq, data))
+        }))
+    }
+
+    /// The segments that hold messages of `(after, upto]`, in order.
+    fn segments(&self, after: SeqNum, upto: SeqNum) -> Result<Vec<Segment>, StorageError> {
+        let cursor = self.exec(
+            SEGMENTS,
+            vec![int(after.get()), int(upto.get())],
+            "read segments",
+        )?;
+        let mut segments = Vec::new();
+        for row in cursor.raw() {
+            let row = row.map_err(sql_error("segment row"))?;
+            let position = |i: usize| row.get(i).and_then(as_u64).and_then(SeqNum::new);
+            let (Some(first), Some(last), Some(SqlStorageValue::String(key))) =
+                (position(0), position(1), row.get(2))
+            else {
+                return Err(StorageError("a malformed segment row".into()));
+            };
+            segments.push(Segment {
+                first,
+                last,
+                key: key.clone(),
+            });
+        }
+        Ok(segments)
+    }
+
+    /// Messages and bytes in the hot table.
+    fn hot_tally(&self) -> Result<(u64, u64), StorageError> {
+        if let Some(tally) = self.hot.get() {
+            return Ok(tally);
+        }
+        let tally = self.stats()?;
+        self.hot.set(Some(tally));
+        Ok(tally)
+    }
+
+    /// Moves the oldest full segments to the cold tier, and first deletes the objects no segment
+    /// names any more. Does nothing without a cold tier, or while another call runs. Returns the
+    /// segments moved.
+    pub async fn compact(&self) -> Result<usize, StorageError> {
+        let Some(cold) = self.cold.clone() else {
+            return Ok(0);
+        };
+        if self.moving.replace(true) {
+            return Ok(0);
+        }
+        let moved = self.compact_with(&cold).await;
+        self.moving.set(false);
+        moved
+    }
+
+    async fn compact_with(&self, cold: &R2Cold) -> Result<usize, StorageError> {
+        // Garbage: keys of deleted streams' segments and of moves cut short. No move runs now,
+        // so none of them is being written.
+        let garbage: Vec<String> = self
+            .exec(
+                "SELECT key FROM ds_cold_garbage LIMIT 100",
+                vec![],
+                "read garbage",
+            )?
+            .raw()
+            .filter_map(|row| match row.ok()?.into_iter().next() {
+                Some(SqlStorageValue::String(key)) => Some(key),
+                _ => None,
+            })
+            .collect();
+        for key in garbage {
+            cold.delete(&key).await?;
+            self.exec(
+                "DELETE FROM ds_cold_garbage WHERE key = ?",
+                vec![SqlStorageValue::String(key)],
+                "collect garbage",
+            )?;
+        }
+        let mut moved = 0;
+        loop {
+            let Some(incarnation) = self
+                .meta()?
+                .and_then(|meta| meta.stream)
+                .map(|stream| stream.created_ms)
+            else {
+                return Ok(moved);
+            };
+            let (messages, bytes) = self.hot_tally()?;
+            if !self.policy.due(messages, bytes) {
+                return Ok(moved);
+            }
+            let limit = self.policy.messages.max(1);
+            let oldest: Vec<(SeqNum, u64)> = self
+                .exec(
+                    "SELECT seq, length(data) FROM ds_messages ORDER BY seq LIMIT ?",
+                    vec![int(limit)],
+                    "oldest messages",
+                )?
+                .raw()
+                .filter_map(|row| {
+                    let row = row.ok()?;
+                    Some((
+                        row.first().and_then(as_u64).and_then(SeqNum::new)?,
+                        row.get(1).and_then(as_u64)?,
+                    ))
+                })
+                .collect();
+            let (Some(&(first, _)), Some(last)) =
+                (oldest.first(), self.policy.full_segment(&oldest))
+            else {
+                return Ok(moved);
+            };
+            let rows = self.read_hot(
+                SeqNum::new(first.get() - 1).unwrap_or(SeqNum::ROOT),
+                last,
+                Budget {
+                    rows: usize::MAX,
+                    bytes: usize::MAX,
+                },
+            )?;
+            let count = rows.len() as u64;
+            let size: u64 = rows.iter().map(|m| m.data.len() as u64).sum();
+            let key = segment_key(incarnation, first, last);
+            // Named as garbage before it exists: a move cut short anywhere leaves nothing behind
+            // that the next collection does not delete.
+            self.exec(
+                "INSERT OR IGNORE INTO ds_cold_garbage (key) VALUES (?)",
+                vec![SqlStorageValue::String(key.clone())],
+                "note pending segment",
+            )?;
+            cold.put(&key, encode_messages(&rows)).await?;
+            crate::faults::crash_point(CrashPoint::StreamColdAfterPut).await;
+            let store = self.clone();
+            let record = key.clone();
+            super::transaction::transaction(&self.storage, move || {
+                store.record_segment(incarnation, first, last, &record, count, size)
+            })?;
+            if let Some((messages, bytes)) = self.hot.get() {
+                self.hot.set(Some((
+                    messages.saturating_sub(count),
+                    bytes.saturating_sub(size),
+                )));
+            }
+            moved += 1;
+        }
+    }
+
+    /// The commit of a move, in its transaction: the segment enters the index and its rows
+    /// leave, unless the stream changed meanwhile (deleted, or deleted and created again).
+    fn record_segment(
+        &self,
+        incarnation: u64,
+        first: SeqNum,
+        last: SeqNum,
+        key: &str,
+        count: u64,
+        bytes: u64,
+    ) -> Result<(), StorageError> {
+        let current = self
+            .meta()?
+            .and_then(|meta| meta.stream)
+            .map(|stream| stream.created_ms);
+        let present = self
+            .first_u64_with(
+                "SELECT COUNT(*) FROM ds_messages WHERE seq >= ? AND seq <= ?",
+                vec![int(first.get()), int(last.get())],
+                "count moving rows",
+            )?
+            .unwrap_or(0);
+        if current != Some(incarnation) || present != count {
+            return Err(StorageError(
+                "the stream changed while its segment moved: the move is dropped".into(),
+            ));
+        }
+        self.exec(
+            "INSERT INTO ds_segments (first, last, key, messages, bytes) VALUES (?, ?, ?, ?, ?)",
+            vec![
+                int(first.get()),
+                int(last.get()),
+                SqlStorageValue::String(key.to_owned()),
+                int(count),
+                int(bytes),
+            ],
+            "record segment",
+        )?;
+        self.exec(
+            "DELETE FROM ds_messages WHERE seq >= ? AND seq <= ?",
+            vec![int(first.get()), int(last.get())],
+            "drop moved rows",
+        )?;
+        self.exec(
+            "DELETE FROM ds_cold_garbage WHERE key = ?",
+            vec![SqlStorageValue::String(key.to_owned())],
+            "segment recorded",
+        )?;
+        Ok(())
+    }
+
     fn meta(&self) -> Result<Option<Meta>, StorageError> {
         let cursor = self.exec("SELECT meta FROM ds_meta WHERE id = 1", vec![], "read meta")?;
         for row in cursor.raw() {
@@ -200,6 +492,13 @@ impl SqliteStreamStore {
         if commit.reset {
             self.exec("DELETE FROM ds_messages", vec![], "clear messages")?;
             self.exec("DELETE FROM ds_producers", vec![], "clear producers")?;
+            // The segments go with their stream: their objects are deleted after the commit.
+            self.exec(
+                "INSERT OR IGNORE INTO ds_cold_garbage (key) SELECT key FROM ds_segments",
+                vec![],
+                "discard segments",
+            )?;
+            self.exec("DELETE FROM ds_segments", vec![], "clear segments")?;
         }
         for rows in commit.entries.chunks(INSERT_ROWS) {
             let placeholders = vec!["(?, ?)"; rows.len()].join(", ");
@@ -265,9 +564,13 @@ impl LogStore for SqliteStreamStore {
     async fn load(&self) -> Result<Loaded<Meta>, StorageError> {
         let header = self.meta()?;
         let base = header.as_ref().map_or(SeqNum::ROOT, Meta::base);
-        let last = self
+        let hot = self
             .first_u64("SELECT MAX(seq) FROM ds_messages", "read tail")?
             .and_then(SeqNum::new);
+        let cold = self
+            .first_u64("SELECT MAX(last) FROM ds_segments", "read cold tail")?
+            .and_then(SeqNum::new);
+        let last = hot.max(cold);
         Ok(Loaded {
             header,
             tail: last.map_or(base, |last| last.max(base)),
@@ -280,36 +583,37 @@ impl LogStore for SqliteStreamStore {
         upto: SeqNum,
         budget: Budget,
     ) -> Result<Vec<Message>, StorageError> {
-        let cursor = self.exec(
-            READ,
-            vec![int(after.get()), int(upto.get()), int(budget.rows as u64)],
-            "read messages",
-        )?;
-        // The cursor is lazy: rows past the budget are never read.
-        budget.take(cursor.raw().map(|row| {
-            let row = row.map_err(sql_error("read message row"))?;
-            let seq = row
-                .first()
-                .and_then(as_u64)
-                .and_then(SeqNum::new)
-                .ok_or_else(|| StorageError("message without a position".into()))?;
-            let data = match row.into_iter().nth(1) {
-                Some(SqlStorageValue::Blob(data)) => data,
-                Some(SqlStorageValue::String(text)) => text.into_bytes(),
-                _ => Vec::new(),
-            };
-            Ok(Message::new(seq, data))
-        }))
+        let segments = self.segments(after, upto)?;
+        if segments.is_empty() {
+            return self.read_hot(after, upto, budget);
+        }
+        let cold = self.cold.as_ref().ok_or_else(|| {
+            StorageError(format!(
+                "this stream has cold segments: it needs the {} bucket",
+                super::r2::SEGMENTS_BINDING
+            ))
+        })?;
+        let hot = |after, upto, budget| std::future::ready(self.read_hot(after, upto, budget));
+        read_stitched(cold.as_ref(), &segments, hot, after, upto, budget).await
     }
 
     async fn count(&self, after: SeqNum, upto: SeqNum) -> Result<u64, StorageError> {
-        Ok(self
+        let hot = self
             .first_u64_with(
                 "SELECT COUNT(*) FROM ds_messages WHERE seq > ? AND seq <= ?",
                 vec![int(after.get()), int(upto.get())],
                 "count messages",
             )?
-            .unwrap_or(0))
+            .unwrap_or(0);
+        // Segments hold contiguous positions: their overlap is arithmetic.
+        let cold = self
+            .first_u64_with(
+                "SELECT COALESCE(SUM(MIN(last, ?2) - MAX(first - 1, ?1)), 0) FROM ds_segments WHERE last > ?1 AND first <= ?2",
+                vec![int(after.get()), int(upto.get())],
+                "count cold messages",
+            )?
+            .unwrap_or(0);
+        Ok(hot + cold)
     }
 
     async fn producer(&self, id: &str) -> Result<Option<ProducerState>, StorageError> {
@@ -333,6 +637,10 @@ impl LogStore for SqliteStreamStore {
         // The closure must own what it writes (transactionSync takes a JS callback).
         let store = self.clone();
         let entries = commit.entries.to_vec();
+        let added = (
+            entries.len() as u64,
+            entries.iter().map(|m| m.data.len() as u64).sum::<u64>(),
+        );
         let header = match commit.header {
             HeaderWrite::Keep => None,
             HeaderWrite::Save(meta) => Some(Some(meta.clone())),
@@ -365,6 +673,9 @@ impl LogStore for SqliteStreamStore {
                 producer,
             })
         })?;
+        let before = if reset { Some((0, 0)) } else { self.hot.get() };
+        self.hot
+            .set(before.map(|(n, b)| (n + added.0, b.saturating_add(added.1))));
         crate::faults::crash_point(CrashPoint::StreamAfterCommit).await;
         Ok(())
     }

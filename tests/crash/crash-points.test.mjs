@@ -17,6 +17,10 @@
 //   of it is stored, and that the retry is new data.
 // - `stream-after-commit`: the append committed but the reply was never sent: the retry with the
 //   same (epoch, seq) is answered 204 as a duplicate and the message is in the stream once.
+// - `stream-cold-after-put`: a full segment is written to R2 and the index does not name it yet:
+//   its rows are all still in SQLite and its key is noted as garbage; after the restart the stream
+//   reads the same, the orphan object is deleted and the segment moved again, nothing lost or
+//   read twice.
 
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { createJsonStream, logRows, producerAppend, readJsonStream, storedHead } from '../support/crash-harness.mjs'
@@ -31,7 +35,8 @@ let worker
 const pool = clientPool()
 
 beforeAll(async () => {
-  worker = await startFaultsWorker({ name: `crash-points-${E2E_STORAGE}` })
+  // Cold segments of 10 messages, so that a few appends move one (the other tests append fewer).
+  worker = await startFaultsWorker({ name: `crash-points-${E2E_STORAGE}`, vars: { DS_SEGMENT_MESSAGES: '10' } })
 })
 
 afterAll(async () => {
@@ -101,7 +106,7 @@ test(`a crash between the event-log insert and the head update (${LOG_POINT}) lo
 // run in the D1 pass only (not registered at all in the DO SQLite pass, where a skip would count as
 // a failure in the e2e summary).
 const describeOnce = E2E_STORAGE === 'd1' ? describe : () => {}
-describeOnce('Durable Streams, idempotent producer', () => {
+describeOnce('Durable Streams', () => {
   const producerRow = async (path) =>
     (
       await worker.doSql(path, {
@@ -132,6 +137,42 @@ describeOnce('Durable Streams, idempotent producer', () => {
     expect((await append(2)).status).toBe(200)
     expect(await readJsonStream(worker.url, path)).toEqual([{ seq: 0 }, { seq: 1 }, { seq: 2 }])
     expect(await producerRow(path)).toEqual({ messages: 3, lastSeq: 2 })
+  }, TEST_TIMEOUT_MS)
+
+  test('a crash between the R2 write of a segment and its index (stream-cold-after-put) loses and duplicates nothing', async () => {
+    const path = `/v1/stream/${uniqueStoreId('crash-cold')}`
+    await createJsonStream(worker.url, path)
+    const append = async (from, to) => {
+      const body = JSON.stringify(Array.from({ length: to - from + 1 }, (_, i) => ({ n: from + i })))
+      const res = await fetch(`${worker.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body })
+      expect(res.status).toBeLessThan(300)
+    }
+    const cold = async () =>
+      (
+        await worker.doSql(path, {
+          objectClass: 'StreamObject',
+          sql: 'SELECT (SELECT COUNT(*) FROM ds_messages) AS hot, (SELECT COUNT(*) FROM ds_segments) AS segments, (SELECT COUNT(*) FROM ds_cold_garbage) AS garbage',
+        })
+      ).rows[0]
+    const numbers = (to) => Array.from({ length: to }, (_, i) => ({ n: i + 1 }))
+    await append(1, 5)
+    await arm({ point: 'stream-cold-after-put', stream: path })
+    // The append is answered; the move after it stalls between the R2 write and the index.
+    await crashAt('stream-cold-after-put', () => append(6, 12))
+    expect(await cold(), 'every row still in SQLite, the key noted as garbage').toEqual({ hot: 12, segments: 0, garbage: 1 })
+
+    await worker.start()
+    expect(await readJsonStream(worker.url, path)).toEqual(numbers(12))
+    // The next write collects the orphan and moves the segment again.
+    await append(13, 14)
+    const deadline = Date.now() + 30_000
+    let after = await cold()
+    while (after.segments === 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 200))
+      after = await cold()
+    }
+    expect(after, 'the orphan collected, the segment moved again').toEqual({ hot: 4, segments: 1, garbage: 0 })
+    expect(await readJsonStream(worker.url, path)).toEqual(numbers(14))
   }, TEST_TIMEOUT_MS)
 
   test('a crash after the append committed, before the reply (stream-after-commit): the retry is a duplicate, not doubled', async () => {

@@ -1,7 +1,7 @@
 // The edge cache, against the real Worker and its local Cache API: a catch-up that stops before the
 // tail is kept and answered again without the stream's object (shown by an object evicted meanwhile
 // that did not start again), with `X-Cache: HIT | MISS | BYPASS` and `304` for a matching
-// `If-None-Match`; at-tail reads, `offset=now`, SSE and HEAD are never kept; a long-poll `200` is kept
+// `If-None-Match`, and dropped when the stream is deleted; at-tail reads, `offset=now`, SSE and HEAD are never kept; a long-poll `200` is kept
 // under its cursor; reads a token opened are keyed by the token's reach, leave the Worker `private`,
 // and a reader without a token is refused before any cache is consulted.
 
@@ -69,6 +69,10 @@ describe('edge cache', () => {
     const page = JSON.parse(second.text)
     expect(page.length).toBe(8_192)
     expect(page.at(-1)).toEqual({ i: 8_191 })
+    // Deleted: what the cache kept of it goes with it.
+    expect((await call(path, { method: 'DELETE' })).status).toBe(204)
+    const deleted = await call(`${path}?offset=-1`)
+    expect([deleted.status, deleted.cache]).toEqual([404, 'MISS'])
   }, 60_000)
 
   test('at-tail reads, offset=now, SSE and HEAD are never kept', async () => {
