@@ -51,7 +51,9 @@ const TARGETS = [
     ref: 'ts-d1',
     streamsRef: 'ds-node',
     streams: true,
-    start: () => startWorker({ name: 'bench-rust-d1', storage: 'd1' }),
+    // The admin API tells the cold catch-up when the moves to R2 are done.
+    adminSecret: 'bench-admin',
+    start: () => startWorker({ name: 'bench-rust-d1', storage: 'd1', vars: { ADMIN_SECRET: 'bench-admin' } }),
   },
   { name: 'rust-do', kind: 'ours', ref: 'ts-do', start: () => startWorker({ name: 'bench-rust-do', storage: 'do-sqlite' }) },
   {
@@ -128,6 +130,12 @@ const SCENARIOS = [
   { name: 'streams-seq', capS: 8, streams: true, run: (ctx) => streamsSequential(ctx, { count: 500 }) },
   { name: 'streams-concurrent', capS: 8, streams: true, run: (ctx) => streamsConcurrent(ctx, { writers: 16, each: 125 }) },
   { name: 'streams-catch-up', capS: 8, streams: true, run: (ctx) => streamsCatchUp(ctx, { total: 20_000 }) },
+  {
+    name: 'streams-cold-catch-up',
+    capS: 15,
+    streams: true,
+    run: (ctx) => streamsCatchUp(ctx, { total: 1_000_000, batch: 10_000, seedCapMs: 90_000 * CAP_SCALE, cold: true }),
+  },
   { name: 'streams-sse', capS: 12, streams: true, run: (ctx) => streamsSse(ctx, { readers: 100, appends: 200 }) },
   { name: 'streams-sse-300', capS: 12, streams: true, run: (ctx) => streamsSse(ctx, { readers: 300, appends: 200 }) },
   { name: 'streams-sse-1000', capS: 12, streams: true, run: (ctx) => streamsSse(ctx, { readers: 1_000, appends: 200, drainMs: 30_000 }) },

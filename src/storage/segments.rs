@@ -53,6 +53,53 @@ pub struct Segment {
     pub first: SeqNum,
     pub last: SeqNum,
     pub key: String,
+    /// Its size in message bytes.
+    pub bytes: u64,
+}
+
+impl Segment {
+    /// Its messages in `(after, upto]`, and about how many bytes they are.
+    fn share(&self, after: SeqNum, upto: SeqNum) -> (u64, u64) {
+        let from = self.first.get().max(after.get().saturating_add(1));
+        let to = self.last.get().min(upto.get());
+        let messages = (to + 1).saturating_sub(from);
+        let all = (self.last.get() + 1)
+            .saturating_sub(self.first.get())
+            .max(1);
+        (messages, self.bytes.saturating_mul(messages) / all)
+    }
+}
+
+/// The segments one read of `(after, upto]` within `budget` needs: from the first that holds
+/// messages after `after`, in order, as far as the budget reaches (its index knows their sizes),
+/// and never past a gap. They are fetched together.
+fn needed(segments: &[Segment], after: SeqNum, upto: SeqNum, budget: Budget) -> &[Segment] {
+    let mut next = after.get().saturating_add(1);
+    let mut rows = 0u64;
+    let mut bytes = 0u64;
+    let mut start = None;
+    let mut end = 0;
+    for (i, segment) in segments.iter().enumerate() {
+        if segment.last <= after || segment.first > upto {
+            continue;
+        }
+        if segment.first.get() > next {
+            break;
+        }
+        start.get_or_insert(i);
+        end = i + 1;
+        let (messages, size) = segment.share(after, upto);
+        rows = rows.saturating_add(messages);
+        bytes = bytes.saturating_add(size);
+        next = segment.last.get().saturating_add(1);
+        if rows >= budget.rows as u64 || bytes >= budget.bytes as u64 {
+            break;
+        }
+    }
+    match start {
+        Some(start) => segments.get(start..end).unwrap_or_default(),
+        None => &[],
+    }
 }
 
 /// The key of the segment `first..=last` of the stream incarnation `incarnation` (its creation
@@ -117,18 +164,12 @@ where
     let mut out: Vec<Message> = Vec::new();
     let mut bytes = 0usize;
     let mut reached = after;
-    for segment in segments {
-        if segment.last <= reached || segment.first > upto {
-            continue;
-        }
-        if segment.first.get() > reached.get().saturating_add(1) {
-            // A gap: what lies before this segment is hot (or moving); read it next time.
-            break;
-        }
-        let stored = cold
-            .get(&segment.key)
-            .await?
-            .ok_or_else(|| StorageError(format!("segment {} is missing", segment.key)))?;
+    let segments = needed(segments, after, upto, budget);
+    let fetched =
+        futures_util::future::join_all(segments.iter().map(|segment| cold.get(&segment.key))).await;
+    for (segment, stored) in segments.iter().zip(fetched) {
+        let stored =
+            stored?.ok_or_else(|| StorageError(format!("segment {} is missing", segment.key)))?;
         for message in decode_messages(&stored)? {
             if message.seq <= reached || message.seq > upto {
                 continue;
@@ -218,10 +259,15 @@ mod tests {
         for (first, last) in [(1, 10), (11, 20)] {
             let key = segment_key(7, seq(first), seq(last));
             block_on(cold.put(&key, encode_messages(&messages(first, last)))).ok();
+            let bytes = messages(first, last)
+                .iter()
+                .map(|m| m.data.len() as u64)
+                .sum();
             segments.push(Segment {
                 first: seq(first),
                 last: seq(last),
                 key,
+                bytes,
             });
         }
         (cold, segments, messages(21, 25))
@@ -372,6 +418,37 @@ mod tests {
         assert_eq!(policy.full_segment(&rows(&[1, 1, 1, 1])), Some(seq(3)));
         assert_eq!(policy.full_segment(&rows(&[60, 50, 1])), Some(seq(2)));
         assert_eq!(policy.full_segment(&rows(&[500])), Some(seq(1)));
+    }
+
+    #[test]
+    fn a_read_fetches_the_segments_its_budget_reaches() {
+        let (_, segments, _) = world();
+        let rows = |rows| Budget {
+            rows,
+            bytes: 1 << 20,
+        };
+        let keys = |after, upto, budget| -> Vec<u64> {
+            needed(&segments, seq(after), seq(upto), budget)
+                .iter()
+                .map(|s| s.first.get())
+                .collect()
+        };
+        assert_eq!(keys(0, 25, ALL), vec![1, 11]);
+        assert_eq!(keys(0, 25, rows(10)), vec![1]);
+        assert_eq!(keys(0, 25, rows(11)), vec![1, 11]);
+        assert_eq!(keys(5, 25, rows(5)), vec![1]);
+        assert_eq!(keys(12, 25, ALL), vec![11]);
+        assert_eq!(keys(20, 25, ALL), Vec::<u64>::new());
+        assert_eq!(keys(0, 5, ALL), vec![1]);
+        // A gap before the next segment: only what precedes it.
+        let gapped = [
+            segments[0].clone(),
+            Segment {
+                first: seq(15),
+                ..segments[1].clone()
+            },
+        ];
+        assert_eq!(needed(&gapped, seq(0), seq(25), ALL).len(), 1);
     }
 
     #[test]

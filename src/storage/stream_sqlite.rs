@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS ds_cold_garbage (key TEXT PRIMARY KEY);";
 
 /// Segments that hold messages of `(?1, ?2]`, in order (a read takes at most a budget: the
 /// first few are enough).
-const SEGMENTS: &str = "SELECT first, last, key FROM ds_segments WHERE last > ?1 AND first <= ?2 ORDER BY first LIMIT 16";
+const SEGMENTS: &str = "SELECT first, last, key, bytes FROM ds_segments WHERE last > ?1 AND first <= ?2 ORDER BY first LIMIT 16";
 
 /// Messages `(?1, ?2]`, at most `?3`; read through a lazy cursor that stops at the byte budget.
 const READ: &str =
@@ -303,6 +303,7 @@ impl SqliteStreamStore {
                 first,
                 last,
                 key: key.clone(),
+                bytes: row.get(3).and_then(as_u64).unwrap_or(0),
             });
         }
         Ok(segments)

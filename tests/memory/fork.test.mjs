@@ -56,7 +56,9 @@ const stored = async (path) => {
   const { rows } = await worker.doSql(path, {
     objectClass: 'StreamObject',
     sql:
-      'SELECT (SELECT COUNT(*) FROM ds_messages) AS messages, (SELECT COALESCE(SUM(length(data)), 0) FROM ds_messages) AS bytes, ' +
+      // Both tiers: the hot rows, and the segments moved to R2 (4 MB each here).
+      'SELECT (SELECT COUNT(*) FROM ds_messages) + (SELECT COALESCE(SUM(messages), 0) FROM ds_segments) AS messages, ' +
+      '(SELECT COALESCE(SUM(length(data)), 0) FROM ds_messages) + (SELECT COALESCE(SUM(bytes), 0) FROM ds_segments) AS bytes, ' +
       '(SELECT COUNT(*) FROM ds_producers) AS producers, (SELECT meta FROM ds_meta) AS meta',
   })
   const [row] = rows
