@@ -1,10 +1,11 @@
-//! Server-sent events framing and the base64 used for binary SSE data (and for shipping
-//! message bytes between Durable Objects as JSON): one [`round`] of events, however it was read
-//! (a stream object's own event stream, or the Worker's bridge).
+//! Server-sent events framing and the base64 used for binary SSE data: one [`round`] of events,
+//! however it was read (a stream object's own event stream, or the Worker's bridge).
 
 use super::headers::{needs_base64, normalize_content_type};
 use super::meta::offset_text;
 use crate::stream::SeqNum;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 
 /// One round of an event stream: what was read (a read's body, as a catch-up `GET` answers it;
 /// `None` when nothing was) and where the reader stands after it.
@@ -95,60 +96,14 @@ fn split_lines(text: &str) -> Vec<&str> {
     lines
 }
 
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 /// Standard base64 with padding.
 pub fn base64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    let symbol = |index: u32| char::from(ALPHABET[(index & 63) as usize]);
-    for chunk in data.chunks(3) {
-        let b0 = u32::from(chunk.first().copied().unwrap_or(0));
-        let b1 = u32::from(chunk.get(1).copied().unwrap_or(0));
-        let b2 = u32::from(chunk.get(2).copied().unwrap_or(0));
-        let n = (b0 << 16) | (b1 << 8) | b2;
-        out.push(symbol(n >> 18));
-        out.push(symbol(n >> 12));
-        out.push(if chunk.len() > 1 { symbol(n >> 6) } else { '=' });
-        out.push(if chunk.len() > 2 { symbol(n) } else { '=' });
-    }
-    out
+    STANDARD.encode(data)
 }
 
 /// Decodes standard padded base64; `None` if it is not.
 pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let bytes = text.as_bytes();
-    if !bytes.len().is_multiple_of(4) {
-        return None;
-    }
-    let value = |c: u8| -> Option<u32> {
-        ALPHABET
-            .iter()
-            .position(|&a| a == c)
-            .and_then(|p| u32::try_from(p).ok())
-    };
-    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
-    let quads = bytes.chunks(4).count();
-    for (index, quad) in bytes.chunks(4).enumerate() {
-        let last = index + 1 == quads;
-        let pad = quad.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && !last) {
-            return None;
-        }
-        let mut n = 0u32;
-        for (i, &c) in quad.iter().enumerate() {
-            let v = if i >= 4 - pad { 0 } else { value(c)? };
-            n = (n << 6) | v;
-        }
-        let [_, a, b, c] = n.to_be_bytes();
-        out.push(a);
-        if pad < 2 {
-            out.push(b);
-        }
-        if pad < 1 {
-            out.push(c);
-        }
-    }
-    Some(out)
+    STANDARD.decode(text).ok()
 }
 
 #[cfg(test)]
