@@ -5,7 +5,7 @@
 use super::stream_object::{event_stream, to_response, Cors};
 use super::sync_object::Inner;
 use crate::durable_streams::http::{Request as DsRequest, Response as DsResponse};
-use crate::durable_streams::platform::{Clock, Config};
+use crate::durable_streams::platform::Clock;
 use crate::durable_streams::read::{read, sse_next, ReadOutcome};
 use crate::livestore::stream_view::{parse_view_request, write_refused, StoreView, ViewRequest};
 use std::rc::Rc;
@@ -91,19 +91,5 @@ pub(super) async fn serve(
                 });
             event_stream(&headers, events, Cors::ByWorker)
         }
-    }
-}
-
-/// The settings of the store's stream: the long-poll timeout as streams have it.
-pub(super) fn config_from(env: &worker::Env) -> Config {
-    let defaults = Config::default();
-    let long_poll_ms = env
-        .var("DS_LONG_POLL_TIMEOUT_MS")
-        .ok()
-        .and_then(|v| v.to_string().trim().parse::<u64>().ok())
-        .unwrap_or(defaults.long_poll_ms);
-    Config {
-        long_poll_ms,
-        ..defaults
     }
 }

@@ -59,7 +59,7 @@ impl SyncBackendObject {
         }
         let subscriptions = Subscriptions::new(state.storage().sql(), env.clone());
         let sockets = Sockets::new(state.storage().sql());
-        let stream_config = super::store_stream::config_from(&env);
+        let stream_config = super::stream_object::stream_config(&env);
         SyncBackendObject {
             inner: Rc::new(Inner {
                 state,
