@@ -12,8 +12,9 @@ use worker::{Cache, Headers, Method, Request, RequestInit, Response, Result, Sql
 /// may keep; the object remembers the keys of its kept answers, so that deleting the stream can
 /// drop them from the cache. A client's own value is never passed on.
 pub(super) const CACHE_KEY_HEADER: &str = "x-ds-cache-key";
-/// How long the object remembers a key: past the longest `max-age` it answers with.
-const REMEMBER_MS: u64 = 90_000;
+/// How long the object remembers a key: past the longest `max-age` plus
+/// `stale-while-revalidate` it answers with.
+const REMEMBER_MS: u64 = 400_000;
 
 /// A read's way through the cache: its key (none when the cache does not serve it), and
 /// whether a token authorized it.

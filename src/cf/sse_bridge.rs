@@ -100,10 +100,10 @@ extern "C" {
 }
 
 /// What a pipe holds before the bridge stops writing to it and waits for the client.
-const PIPE_BYTES: f64 = 1_048_576.0;
+const PIPE_BYTES: f64 = 262_144.0;
 /// How far past [`PIPE_BYTES`] a live reader may fall before it is sent back to catching up
-/// (where it reads at the client's pace).
-const BEHIND_BYTES: f64 = 4.0 * 1_048_576.0;
+/// (where it reads at the client's pace): a slow client holds about 1 MB here at most.
+const BEHIND_BYTES: f64 = 786_432.0;
 
 /// A JS event listener.
 type Listener = Closure<dyn FnMut(JsValue)>;
@@ -637,9 +637,14 @@ impl FanOut {
         if self.running.replace(true) {
             return;
         }
-        let this = self.clone();
+        // Weak: an object instance the runtime drops (hibernation, eviction) takes its stream
+        // with it, whose dropped readers wake this loop to end it; a strong reference would keep
+        // the old instance alive for ever, waiting on a log nothing writes to any more.
+        let this = Rc::downgrade(self);
+        let weak = Rc::downgrade(&stream);
+        drop(stream);
         wasm_bindgen_futures::spawn_local(async move {
-            loop {
+            while let Some(stream) = weak.upgrade() {
                 // Armed before the round: a change during it makes another.
                 let changed = stream.changed();
                 let sockets = stream.platform().state().get_websockets_with_tag(TAG);
@@ -647,9 +652,12 @@ impl FanOut {
                     break;
                 }
                 fan_out_round(&stream, sockets).await;
+                drop(stream);
                 changed.await;
             }
-            this.running.set(false);
+            if let Some(this) = this.upgrade() {
+                this.running.set(false);
+            }
         });
     }
 
@@ -703,6 +711,8 @@ async fn fan_out_round(stream: &StreamOf, sockets: Vec<WebSocket>) {
                 for ws in group {
                     let socket = bridge_socket(&ws);
                     if socket.send_js(&frame).is_err() {
+                        // Where it stands is unknown now: it catches up by itself.
+                        let _ = ws.close(Some(CLOSE_RESUME), Some("send failed: catch up"));
                         continue;
                     }
                     let _ = match then {

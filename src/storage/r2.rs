@@ -67,7 +67,7 @@ impl ColdTier for R2Cold {
         };
         match object.body() {
             Some(body) => body.bytes().await.map(Some).map_err(failed("read")),
-            None => Ok(Some(Vec::new())),
+            None => Err(StorageError(format!("R2 object {key} has no body"))),
         }
     }
 

@@ -129,20 +129,40 @@ pub fn encode_messages(messages: &[Message]) -> Vec<u8> {
     out
 }
 
-/// The messages of frames; an error if they are not frames.
-pub fn decode_messages(mut bytes: &[u8]) -> Result<Vec<Message>, StorageError> {
+/// The frames of `bytes`, borrowed: position and message bytes; an error where they stop being
+/// frames.
+pub fn frames(mut bytes: &[u8]) -> impl Iterator<Item = Result<(SeqNum, &[u8]), StorageError>> {
     let bad = || StorageError("malformed message frames".into());
-    let mut out = Vec::new();
-    while !bytes.is_empty() {
-        let (seq, rest) = bytes.split_first_chunk::<8>().ok_or_else(bad)?;
-        let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
-        let len = u32::from_be_bytes(*len) as usize;
-        let data = rest.get(..len).ok_or_else(bad)?;
-        let seq = SeqNum::new(u64::from_be_bytes(*seq)).ok_or_else(bad)?;
-        out.push(Message::new(seq, data.to_vec()));
-        bytes = rest.get(len..).ok_or_else(bad)?;
-    }
-    Ok(out)
+    std::iter::from_fn(move || {
+        if bytes.is_empty() {
+            return None;
+        }
+        let frame = (|| {
+            let (seq, rest) = bytes.split_first_chunk::<8>().ok_or_else(bad)?;
+            let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
+            let len = u32::from_be_bytes(*len) as usize;
+            let data = rest.get(..len).ok_or_else(bad)?;
+            let seq = SeqNum::new(u64::from_be_bytes(*seq)).ok_or_else(bad)?;
+            Ok((seq, data, rest.get(len..).ok_or_else(bad)?))
+        })();
+        Some(match frame {
+            Ok((seq, data, rest)) => {
+                bytes = rest;
+                Ok((seq, data))
+            }
+            Err(e) => {
+                bytes = &[];
+                Err(e)
+            }
+        })
+    })
+}
+
+/// The messages of frames; an error if they are not frames.
+pub fn decode_messages(bytes: &[u8]) -> Result<Vec<Message>, StorageError> {
+    frames(bytes)
+        .map(|frame| frame.map(|(seq, data)| Message::new(seq, data.to_vec())))
+        .collect()
 }
 
 /// Messages `(after, upto]` within `budget`, from `segments` (those of the index that overlap,
@@ -170,16 +190,27 @@ where
     for (segment, stored) in segments.iter().zip(fetched) {
         let stored =
             stored?.ok_or_else(|| StorageError(format!("segment {} is missing", segment.key)))?;
-        for message in decode_messages(&stored)? {
-            if message.seq <= reached || message.seq > upto {
+        let corrupt = || StorageError(format!("segment {} is corrupt", segment.key));
+        // Only the messages a read takes are copied out of the segment, which is dropped after.
+        let mut expected = segment.first.get();
+        for frame in frames(&stored) {
+            let (seq, data) = frame?;
+            if seq.get() != expected {
+                return Err(corrupt());
+            }
+            expected = expected.saturating_add(1);
+            if seq <= reached || seq > upto {
                 continue;
             }
-            if !budget.admits(out.len(), bytes, message.data.len()) {
+            if !budget.admits(out.len(), bytes, data.len()) {
                 return Ok(out);
             }
-            bytes = bytes.saturating_add(message.data.len());
-            reached = message.seq;
-            out.push(message);
+            bytes = bytes.saturating_add(data.len());
+            reached = seq;
+            out.push(Message::new(seq, data.to_vec()));
+        }
+        if expected != segment.last.get().saturating_add(1) {
+            return Err(corrupt());
         }
     }
     if reached >= upto {
@@ -382,6 +413,38 @@ mod tests {
             read(&cold, &segments, &hot, 15, 35, ALL),
             (16..=20).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn a_segment_that_is_not_what_the_index_says_is_an_error() {
+        let (cold, segments, hot) = world();
+        let hot_read =
+            |after, upto, budget| std::future::ready(hot_rows(&hot, after, upto, budget));
+        // A gap inside, and one cut short.
+        let mut gapped = messages(11, 20);
+        gapped.remove(3);
+        block_on(cold.put(&segments[1].key, encode_messages(&gapped))).ok();
+        let got = block_on(read_stitched(
+            &cold,
+            &segments,
+            hot_read,
+            seq(0),
+            seq(25),
+            ALL,
+        ));
+        assert!(got.is_err());
+        block_on(cold.put(&segments[1].key, encode_messages(&messages(11, 19)))).ok();
+        let hot_read =
+            |after, upto, budget| std::future::ready(hot_rows(&hot, after, upto, budget));
+        let got = block_on(read_stitched(
+            &cold,
+            &segments,
+            hot_read,
+            seq(0),
+            seq(25),
+            ALL,
+        ));
+        assert!(got.is_err());
     }
 
     #[test]

@@ -337,25 +337,30 @@ impl SqliteStreamStore {
     async fn compact_with(&self, cold: &R2Cold) -> Result<usize, StorageError> {
         // Garbage: keys of deleted streams' segments and of moves cut short. No move runs now,
         // so none of them is being written.
-        let garbage: Vec<String> = self
-            .exec(
-                "SELECT key FROM ds_cold_garbage LIMIT 100",
-                vec![],
-                "read garbage",
-            )?
-            .raw()
-            .filter_map(|row| match row.ok()?.into_iter().next() {
-                Some(SqlStorageValue::String(key)) => Some(key),
-                _ => None,
-            })
-            .collect();
-        for key in garbage {
-            cold.delete(&key).await?;
-            self.exec(
-                "DELETE FROM ds_cold_garbage WHERE key = ?",
-                vec![SqlStorageValue::String(key)],
-                "collect garbage",
-            )?;
+        loop {
+            let garbage: Vec<String> = self
+                .exec(
+                    "SELECT key FROM ds_cold_garbage LIMIT 100",
+                    vec![],
+                    "read garbage",
+                )?
+                .raw()
+                .filter_map(|row| match row.ok()?.into_iter().next() {
+                    Some(SqlStorageValue::String(key)) => Some(key),
+                    _ => None,
+                })
+                .collect();
+            if garbage.is_empty() {
+                break;
+            }
+            for key in garbage {
+                cold.delete(&key).await?;
+                self.exec(
+                    "DELETE FROM ds_cold_garbage WHERE key = ?",
+                    vec![SqlStorageValue::String(key)],
+                    "collect garbage",
+                )?;
+            }
         }
         let mut moved = 0;
         loop {

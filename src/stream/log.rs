@@ -24,6 +24,9 @@ pub struct Log<S: LogStore> {
     /// The last read that reached its upper bound: the live readers one commit wakes all ask for
     /// what it appended, and all but the first get it from here, without a storage read.
     last_read: RefCell<Option<LastRead<S::Entry>>>,
+    /// Counts resets, removals and failed commits: a read that spans one (a store read can wait,
+    /// on R2 for instance) may hold entries of what was there before, and is refused.
+    resets: std::cell::Cell<u64>,
 }
 
 /// A read of `(after, upto]` within `budget`, kept for the next reader asking the same.
@@ -43,6 +46,7 @@ impl<S: LogStore> Log<S> {
             writer: AsyncMutex::new(),
             readers: Readers::default(),
             last_read: RefCell::new(None),
+            resets: std::cell::Cell::new(0),
         }
     }
 
@@ -89,7 +93,13 @@ impl<S: LogStore> Log<S> {
                 return Ok(last.entries.clone());
             }
         }
+        let resets = self.resets.get();
         let entries = self.store.read(after, upto, budget).await?;
+        if self.resets.get() != resets {
+            return Err(StorageError(
+                "the log was reset during the read: read again".into(),
+            ));
+        }
         // Entries never change once written (a reset or removal forgets this), so a read that
         // reached `upto` is the answer to the same question until then.
         if entries.last().map(Entry::seq) == Some(upto) {
@@ -206,10 +216,12 @@ impl<S: LogStore> Writer<'_, S> {
         };
         if commit.reset || matches!(commit.header, HeaderWrite::Remove) {
             *self.log.last_read.borrow_mut() = None;
+            self.log.resets.set(self.log.resets.get() + 1);
         }
         if let Err(e) = self.log.store.commit(commit).await {
             *self.log.state.borrow_mut() = None;
             *self.log.last_read.borrow_mut() = None;
+            self.log.resets.set(self.log.resets.get() + 1);
             return Err(e);
         }
         self.state = Loaded { header, tail };
