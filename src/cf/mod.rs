@@ -45,6 +45,7 @@ mod registry;
 mod reply;
 mod socket_state;
 mod sse_bridge;
+mod sse_fanout;
 mod store_admin;
 mod store_stream;
 pub mod stream_object;

@@ -3,17 +3,13 @@
 //! The Worker half ([`open`]) holds the client's event stream: it catches up with `GET`s to the
 //! stream's object, then at the tail keeps one WebSocket to the object per reader, and sends
 //! keep-alives, recycles the response and ends it at the token's expiry by itself. The object
-//! half ([`accept`], [`FanOut`]) accepts those sockets with the hibernation API, keeps each
-//! reader's position in its attachment, and after each change of the log sends one frame per
-//! position: between appends the object has nothing to do and may be evicted.
+//! half is [`super::sse_fanout`].
 
 use super::stream_object::{event_stream_headers, plain, stream_config, Cors, STREAMS_BINDING};
-use crate::durable_streams::bridge::{
-    deliver, frame_head, keep_alive, Delivery, Page, Position, Then, CLOSE_ENDED, CLOSE_RESUME,
-};
+use crate::durable_streams::bridge::{frame_head, keep_alive, Page, Position, CLOSE_RESUME};
 use crate::durable_streams::cursor::parse_cursor;
 use crate::durable_streams::platform::Config;
-use crate::durable_streams::read::{sse_headers, Readable};
+use crate::durable_streams::read::sse_headers;
 use crate::stream::offset::{parse_offset, ReadFrom};
 use crate::stream::SeqNum;
 use futures_channel::mpsc;
@@ -21,42 +17,19 @@ use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use js_sys::JsString;
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use worker::{
-    Date, Delay, Env, Headers, Method, Request, RequestInit, Response, ResponseBody, Result, State,
-    WebSocket, WebSocketPair,
+    Date, Delay, Env, Headers, Method, Request, RequestInit, Response, ResponseBody, Result,
+    WebSocket,
 };
 
 /// The tag of bridge sockets among an object's hibernatable WebSockets.
-const TAG: &str = "sse";
 /// The internal path the Worker opens bridge sockets on (never forwarded from outside).
 pub(super) const BRIDGE_PATH: &str = "/__ds_internal/bridge";
-
-#[wasm_bindgen]
-extern "C" {
-    /// A bridge socket as the object sees it: a shared frame and a shared attachment are
-    /// handed over as JS values, converted once per position rather than once per reader.
-    type BridgeSocket;
-
-    #[wasm_bindgen(method, catch, js_name = send)]
-    fn send_js(this: &BridgeSocket, frame: &JsString) -> std::result::Result<(), JsValue>;
-
-    #[wasm_bindgen(method, catch, js_name = serializeAttachment)]
-    fn set_attachment(this: &BridgeSocket, value: &JsValue) -> std::result::Result<(), JsValue>;
-
-    #[wasm_bindgen(method, catch, js_name = deserializeAttachment)]
-    fn attachment(this: &BridgeSocket) -> std::result::Result<JsValue, JsValue>;
-}
-
-fn bridge_socket(ws: &WebSocket) -> &BridgeSocket {
-    let socket: &JsValue = ws.as_ref().as_ref();
-    socket.unchecked_ref::<BridgeSocket>()
-}
 
 fn now_ms() -> u64 {
     Date::now().as_millis()
@@ -577,155 +550,6 @@ impl BridgeReader {
             }
             // The client went away.
             Either::Right(_) => Ok(false),
-        }
-    }
-}
-
-// ---- The object half ----
-
-type StreamOf = super::stream_object::StreamOf;
-
-/// Accepts a bridge socket for a reader at the tail of `stream` (`409` when it is not: it reads
-/// on), and makes sure the fan-out runs.
-pub(super) async fn accept(
-    stream: &Rc<StreamOf>,
-    fan_out: &Rc<FanOut>,
-    url: &worker::Url,
-) -> Result<Response> {
-    let mut from = None;
-    let mut cursor = None;
-    for (key, value) in url.query_pairs() {
-        match key.as_ref() {
-            "offset" => from = value.parse().ok().and_then(SeqNum::new),
-            "cursor" => cursor = parse_cursor(&value),
-            _ => {}
-        }
-    }
-    let Some(from) = from else {
-        return plain(400, "a bridge needs an offset");
-    };
-    let failed = |e: crate::stream::StorageError| worker::Error::RustError(e.to_string());
-    let view = match stream.view(false).await.map_err(failed)? {
-        Ok(view) => view,
-        Err(response) => return super::stream_object::to_response(response, Cors::Open),
-    };
-    if from != view.tail || view.closed {
-        return plain(409, "not at the tail");
-    }
-    let pair = WebSocketPair::new()?;
-    stream
-        .platform()
-        .state()
-        .accept_websocket_with_tags(&pair.server, &[TAG]);
-    let at = Position { from, cursor };
-    bridge_socket(&pair.server)
-        .set_attachment(&JsValue::from(at.to_attachment()))
-        .map_err(worker::Error::from)?;
-    fan_out.start(stream.clone());
-    Response::from_websocket(pair.client)
-}
-
-/// The object's fan-out to its bridge sockets: runs while there are any, one round per change.
-#[derive(Default)]
-pub(super) struct FanOut {
-    running: Cell<bool>,
-}
-
-impl FanOut {
-    /// Starts the fan-out unless it runs (an object woken from hibernation starts it again).
-    pub(super) fn start(self: &Rc<Self>, stream: Rc<StreamOf>) {
-        if self.running.replace(true) {
-            return;
-        }
-        // Weak: an object instance the runtime drops (hibernation, eviction) takes its stream
-        // with it, whose dropped readers wake this loop to end it; a strong reference would keep
-        // the old instance alive for ever, waiting on a log nothing writes to any more.
-        let this = Rc::downgrade(self);
-        let weak = Rc::downgrade(&stream);
-        drop(stream);
-        wasm_bindgen_futures::spawn_local(async move {
-            while let Some(stream) = weak.upgrade() {
-                // Armed before the round: a change during it makes another.
-                let changed = stream.changed();
-                let sockets = stream.platform().state().get_websockets_with_tag(TAG);
-                if sockets.is_empty() {
-                    break;
-                }
-                fan_out_round(&stream, sockets).await;
-                drop(stream);
-                changed.await;
-            }
-            if let Some(this) = this.upgrade() {
-                this.running.set(false);
-            }
-        });
-    }
-
-    /// How many readers the object's bridge sockets serve.
-    pub(super) fn readers(state: &State) -> usize {
-        state.get_websockets_with_tag(TAG).len()
-    }
-}
-
-/// Sends each group of readers at one position what is new for them, read once.
-async fn fan_out_round(stream: &StreamOf, sockets: Vec<WebSocket>) {
-    let mut groups: HashMap<Position, Vec<WebSocket>> = HashMap::new();
-    for ws in sockets {
-        let at = bridge_socket(&ws)
-            .attachment()
-            .ok()
-            .and_then(|value| value.as_string())
-            .and_then(|text| Position::from_attachment(&text));
-        match at {
-            Some(at) => groups.entry(at).or_default().push(ws),
-            None => {
-                let _ = ws.close(Some(1011), Some("no position"));
-            }
-        }
-    }
-    let now = now_ms();
-    for (at, group) in groups {
-        let delivery = match deliver(stream, now, at).await {
-            Ok(delivery) => delivery,
-            Err(e) => {
-                worker::console_error!("event stream fan-out: {e}");
-                continue;
-            }
-        };
-        match delivery {
-            Delivery::Nothing => {}
-            Delivery::Gone => {
-                for ws in group {
-                    let _ = ws.close(Some(CLOSE_ENDED), Some("the stream is gone"));
-                }
-            }
-            Delivery::Send { frame, next, then } => {
-                let frame = JsString::from(frame.as_str());
-                let moved = JsValue::from(
-                    Position {
-                        from: next,
-                        cursor: at.cursor,
-                    }
-                    .to_attachment(),
-                );
-                for ws in group {
-                    let socket = bridge_socket(&ws);
-                    if socket.send_js(&frame).is_err() {
-                        // Where it stands is unknown now: it catches up by itself.
-                        let _ = ws.close(Some(CLOSE_RESUME), Some("send failed: catch up"));
-                        continue;
-                    }
-                    let _ = match then {
-                        Then::Stay => socket.set_attachment(&moved),
-                        Then::Resume => ws
-                            .close(Some(CLOSE_RESUME), Some("behind: catch up"))
-                            .map_err(JsValue::from),
-                        Then::End => ws
-                            .close(Some(CLOSE_ENDED), Some("closed"))
-                            .map_err(JsValue::from),
-                    };
-                }
-            }
         }
     }
 }

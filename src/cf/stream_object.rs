@@ -7,7 +7,8 @@
 //! reached through internal paths the Worker never forwards.
 
 use super::edge_cache::CachedRead;
-use super::sse_bridge::{FanOut, BRIDGE_PATH};
+use super::sse_bridge::BRIDGE_PATH;
+use super::sse_fanout::FanOut;
 use crate::admin::model::{ProducerInfo, StreamInfo};
 use crate::durable_streams::create::MAX_APPEND_BYTES;
 use crate::durable_streams::http::Response as DsResponse;
@@ -440,7 +441,7 @@ impl StreamsObject {
         };
         let stream = self.stream()?;
         if path == BRIDGE_PATH {
-            return super::sse_bridge::accept(&stream, &self.fan_out, &url).await;
+            return super::sse_fanout::accept(&stream, &self.fan_out, &url).await;
         }
         if let Some(op) = path.strip_prefix(INTERNAL_PREFIX) {
             let response = internal(&stream, op, &body).await;
