@@ -9,7 +9,7 @@ use super::stream_object::{event_stream_headers, plain, stream_config, Cors, STR
 use crate::durable_streams::bridge::{frame_head, keep_alive, Page, Position, CLOSE_RESUME};
 use crate::durable_streams::cursor::parse_cursor;
 use crate::durable_streams::platform::Config;
-use crate::durable_streams::read::sse_headers;
+use crate::durable_streams::read::{sse_headers, ReadQuery};
 use crate::stream::offset::{parse_offset, ReadFrom};
 use crate::stream::SeqNum;
 use futures_channel::mpsc;
@@ -161,17 +161,9 @@ pub(super) async fn open(
         return Ok(None);
     }
     let url = req.url()?;
-    let mut live = None;
-    let mut offsets = Vec::new();
-    let mut cursor = None;
-    for (key, value) in url.query_pairs() {
-        match key.as_ref() {
-            "live" => live = Some(value.into_owned()),
-            "offset" => offsets.push(value.into_owned()),
-            "cursor" => cursor = parse_cursor(&value),
-            _ => {}
-        }
-    }
+    let query = ReadQuery::parse(url.query().unwrap_or_default());
+    let (offsets, live) = (query.offsets, query.live);
+    let cursor = query.cursor.as_deref().and_then(parse_cursor);
     let ([offset], Some("sse")) = (offsets.as_slice(), live.as_deref()) else {
         return Ok(None);
     };

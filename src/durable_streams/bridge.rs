@@ -10,7 +10,7 @@
 //! stream costs its object nothing.
 
 use super::cursor::next_cursor;
-use super::read::{encode_body, Readable, READ_BUDGET};
+use super::read::{read_round, ReadRound, Readable};
 use super::sse::{round, Round};
 use crate::stream::{SeqNum, StorageError};
 
@@ -114,21 +114,13 @@ pub async fn deliver(
     if at.from == view.tail && !view.closed {
         return Ok(Delivery::Nothing);
     }
-    let messages = log.messages(at.from, view.tail, READ_BUDGET).await?;
-    let next = messages.last().map_or(at.from, |m| m.seq);
-    let at_tail = next >= view.tail;
-    let done = at_tail && view.closed;
-    let body = (!messages.is_empty()).then(|| encode_body(&view.content_type, &messages));
-    let events = round(
-        &view.content_type,
-        &Round {
-            body: body.as_deref(),
-            next,
-            at_tail,
-            done,
-            cursor: next_cursor(now_ms, at.cursor),
-        },
-    );
+    let ReadRound {
+        events,
+        next,
+        at_tail,
+        done,
+    } = read_round(log, &view, at.from, next_cursor(now_ms, at.cursor), true).await?;
+    let events = events.unwrap_or_default();
     let then = if done {
         Then::End
     } else if at_tail {
@@ -204,7 +196,7 @@ pub fn keep_alive(content_type: &str, now_ms: u64, at: Position) -> String {
 mod tests {
     use super::*;
     use crate::durable_streams::http::Response;
-    use crate::durable_streams::read::View;
+    use crate::durable_streams::read::{View, READ_BUDGET};
     use crate::stream::readers::{Readers, Wake};
     use crate::stream::{Budget, Message};
     use std::cell::{Cell, RefCell};

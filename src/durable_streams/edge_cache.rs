@@ -10,6 +10,7 @@
 //! that a token opened are keyed by the token's reach (its project and stream), and their
 //! answers say `private` to anything in front.
 
+use super::read::ReadQuery;
 use crate::stream::offset::{parse_offset, ReadFrom};
 
 /// The header that says how a read was answered.
@@ -42,17 +43,11 @@ pub fn cache_key(method: &str, path: &str, query: &str, scope: Option<&str>) -> 
     if method != "GET" {
         return None;
     }
-    let mut offsets = Vec::new();
-    let mut live = None;
-    let mut cursor = None;
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        match key.as_ref() {
-            "offset" => offsets.push(value.into_owned()),
-            "live" => live = Some(value.into_owned()),
-            "cursor" => cursor = Some(value.into_owned()),
-            _ => {}
-        }
-    }
+    let ReadQuery {
+        offsets,
+        live,
+        cursor,
+    } = ReadQuery::parse(query);
     let [offset] = offsets.as_slice() else {
         return None;
     };

@@ -67,18 +67,37 @@ struct ReadParams {
     cursor: Option<u64>,
 }
 
-fn read_params(query: &str) -> Result<ReadParams, Response> {
-    let mut offsets = Vec::new();
-    let mut live = None;
-    let mut cursor = None;
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        match key.as_ref() {
-            "offset" => offsets.push(value.into_owned()),
-            "live" => live = Some(value.into_owned()),
-            "cursor" => cursor = parse_cursor(&value),
-            _ => {}
+/// The parameters of a read's query as written (every `offset`, the last `live` and `cursor`),
+/// before they are judged: the read itself, the Worker's bridge and its cache all start here.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReadQuery {
+    pub offsets: Vec<String>,
+    pub live: Option<String>,
+    pub cursor: Option<String>,
+}
+
+impl ReadQuery {
+    pub fn parse(query: &str) -> ReadQuery {
+        let mut out = ReadQuery::default();
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            match key.as_ref() {
+                "offset" => out.offsets.push(value.into_owned()),
+                "live" => out.live = Some(value.into_owned()),
+                "cursor" => out.cursor = Some(value.into_owned()),
+                _ => {}
+            }
         }
+        out
     }
+}
+
+fn read_params(query: &str) -> Result<ReadParams, Response> {
+    let ReadQuery {
+        offsets,
+        live,
+        cursor,
+    } = ReadQuery::parse(query);
+    let cursor = cursor.as_deref().and_then(parse_cursor);
     let from = match offsets.as_slice() {
         [] => None,
         [one] => Some(parse_offset(one).map_err(|e| Response::error(400, format!("offset: {e}")))?),
@@ -294,6 +313,53 @@ async fn long_poll(
     }
 }
 
+/// One round of an event stream: what one read from `from` brings, and where it leaves the
+/// reader.
+pub(super) struct ReadRound {
+    /// The events: `None` when nothing was read, no control event is owed and the stream
+    /// does not end here.
+    pub events: Option<String>,
+    pub next: SeqNum,
+    pub at_tail: bool,
+    /// Closed, and the reader has all of it.
+    pub done: bool,
+}
+
+/// The round of a reader at `from` of `log` (as `view` shows it); `control` owes a control event
+/// even when nothing is read. A stream object's own event stream and the bridge's fan-out both
+/// read this way.
+pub(super) async fn read_round(
+    log: &impl Readable,
+    view: &View,
+    from: SeqNum,
+    cursor: u64,
+    control: bool,
+) -> Result<ReadRound, StorageError> {
+    let messages = log.messages(from, view.tail, READ_BUDGET).await?;
+    let next = messages.last().map_or(from, |m| m.seq);
+    let at_tail = next >= view.tail;
+    let done = at_tail && view.closed;
+    let events = (!messages.is_empty() || control || done).then(|| {
+        let body = (!messages.is_empty()).then(|| encode_body(&view.content_type, &messages));
+        super::sse::round(
+            &view.content_type,
+            &Round {
+                body: body.as_deref(),
+                next,
+                at_tail,
+                done,
+                cursor,
+            },
+        )
+    });
+    Ok(ReadRound {
+        events,
+        next,
+        at_tail,
+        done,
+    })
+}
+
 /// The request header by which the edge ends an event stream at a time (ms since the epoch):
 /// the expiry of the token that opened it. The edge sets it, overwriting any a client sent.
 pub const SSE_UNTIL_HEADER: &str = "x-stream-sse-until-ms";
@@ -332,26 +398,21 @@ pub async fn sse_next(
             Ok(view) => view,
             Err(_) => return Ok(None),
         };
-        let messages = log.messages(sse.from, view.tail, READ_BUDGET).await?;
-        let next = messages.last().map_or(sse.from, |m| m.seq);
-        let at_tail = next >= view.tail;
-        let done = at_tail && view.closed;
         let now = platform.now_ms();
-        let text = if !messages.is_empty() || sse.idle_control || done {
-            let body = (!messages.is_empty()).then(|| encode_body(&view.content_type, &messages));
-            super::sse::round(
-                &view.content_type,
-                &Round {
-                    body: body.as_deref(),
-                    next,
-                    at_tail,
-                    done,
-                    cursor: next_cursor(now, sse.cursor),
-                },
-            )
-        } else {
-            String::new()
-        };
+        let ReadRound {
+            events,
+            next,
+            at_tail,
+            done,
+        } = read_round(
+            log,
+            &view,
+            sse.from,
+            next_cursor(now, sse.cursor),
+            sse.idle_control,
+        )
+        .await?;
+        let text = events.unwrap_or_default();
         sse.idle_control = false;
         sse.from = next;
         let elapsed = now.saturating_sub(sse.started_ms);
