@@ -127,6 +127,10 @@ pub struct StoreInfo {
     pub do_rpc_subscribers: u64,
     /// Bytes of the store's Durable Object SQLite database.
     pub object_bytes: u64,
+    /// Live readers of the store's stream view (SSE through the bridge).
+    pub live_readers: u64,
+    /// When the store's object last started (after an eviction or a hibernation, milliseconds).
+    pub awake_since_ms: u64,
 }
 
 /// What a store reset did.

@@ -1,11 +1,12 @@
 //! The SSE hibernation bridge on Cloudflare (the rules are [`crate::durable_streams::bridge`]).
 //!
 //! The Worker half ([`open`]) holds the client's event stream: it catches up with `GET`s to the
-//! stream's object, then at the tail keeps one WebSocket to the object per reader, and sends
-//! keep-alives, recycles the response and ends it at the token's expiry by itself. The object
-//! half is [`super::sse_fanout`].
+//! log's object (a stream's, or a store's for its stream view: an [`ObjectLink`]), then at the
+//! tail keeps one WebSocket to the object per reader, and sends keep-alives, recycles the
+//! response and ends it at the token's expiry by itself. The object half is
+//! [`super::sse_fanout`].
 
-use super::stream_object::{event_stream_headers, plain, stream_config, Cors, STREAMS_BINDING};
+use super::stream_object::{event_stream_headers, plain, Cors};
 use crate::durable_streams::bridge::{frame_head, keep_alive, Page, Position, CLOSE_RESUME};
 use crate::durable_streams::cursor::parse_cursor;
 use crate::durable_streams::platform::Config;
@@ -23,11 +24,9 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use worker::{
-    Date, Delay, Env, Headers, Method, Request, RequestInit, Response, ResponseBody, Result,
-    WebSocket,
+    Date, Delay, Headers, Method, Request, RequestInit, Response, ResponseBody, Result, WebSocket,
 };
 
-/// The tag of bridge sockets among an object's hibernatable WebSockets.
 /// The internal path the Worker opens bridge sockets on (never forwarded from outside).
 pub(super) const BRIDGE_PATH: &str = "/__ds_internal/bridge";
 
@@ -150,11 +149,13 @@ fn byte_length_strategy(bytes: f64) -> Result<JsValue> {
 }
 
 /// Serves `req` through the bridge when it asks for an event stream (`live=sse` with one
-/// offset); `None` when it does not (the object answers it, errors included). `until_ms`: when
-/// the token that opened it expires.
+/// offset), reading through the object `link` gives; `None` when it does not (the object
+/// answers it, errors included). `until_ms`: when the token that opened it expires.
 pub(super) async fn open(
     req: &Request,
-    env: &Env,
+    link: impl FnOnce() -> Result<ObjectLink>,
+    config: Config,
+    cors: Cors,
     until_ms: Option<u64>,
 ) -> Result<Option<Response>> {
     if req.method() != Method::Get {
@@ -174,10 +175,7 @@ pub(super) async fn open(
         Ok(ReadFrom::Now) => None,
         Err(_) => return Ok(None),
     };
-    let link = ObjectLink {
-        env: env.clone(),
-        path: req.path(),
-    };
+    let link = link()?;
     // The first page: the object's answer to a plain read says whether there is a stream to
     // read and from where (an error is the reader's answer as it is).
     let mut first = link.page(offset).await?;
@@ -197,7 +195,6 @@ pub(super) async fn open(
             )?))
         }
     };
-    let config = stream_config(env);
     let started = now_ms();
     let (body, readable) = Body::new()?;
     let (to_arrivals, arrivals) = mpsc::unbounded();
@@ -223,24 +220,33 @@ pub(super) async fn open(
         pending: Some(page),
     };
     wasm_bindgen_futures::spawn_local(reader.run());
-    let headers = event_stream_headers(&sse_headers(&content_type), Cors::Open)?;
+    let headers = event_stream_headers(&sse_headers(&content_type), cors)?;
     Ok(Some(
         Response::from_body(ResponseBody::Stream(readable))?.with_headers(headers),
     ))
 }
 
-/// The way to one stream's object.
-struct ObjectLink {
-    env: Env,
+/// The way to the object whose log a reader follows.
+pub(super) struct ObjectLink {
+    stub: Rc<worker::Stub>,
+    /// The log's path at the object (its reads are `GET`s of it).
     path: String,
+    /// What the object needs in a bridge request besides the position.
+    bridge_query: Vec<(&'static str, String)>,
 }
 
 impl ObjectLink {
-    fn stub(&self) -> Result<worker::Stub> {
-        self.env
-            .durable_object(STREAMS_BINDING)?
-            .id_from_name(&self.path)?
-            .get_stub()
+    /// The log at `path` of the object `stub`; `bridge_query` goes with each bridge request.
+    pub(super) fn new(
+        stub: Rc<worker::Stub>,
+        path: String,
+        bridge_query: Vec<(&'static str, String)>,
+    ) -> ObjectLink {
+        ObjectLink {
+            stub,
+            path,
+            bridge_query,
+        }
     }
 
     /// A catch-up read from `offset` (as the protocol writes it).
@@ -252,7 +258,7 @@ impl ObjectLink {
             &format!("https://streams{}?{query}", self.path),
             Method::Get,
         )?;
-        self.stub()?.fetch_with_request(request).await
+        self.stub.fetch_with_request(request).await
     }
 
     /// A bridge socket at `at`: `Ok(None)` when the object says the reader is not at the tail
@@ -260,6 +266,9 @@ impl ObjectLink {
     async fn connect(&self, live: &Rc<Live>) -> Result<std::result::Result<Option<Socket>, u16>> {
         let at = live.at.get();
         let mut query = form_urlencoded::Serializer::new(String::new());
+        for (key, value) in &self.bridge_query {
+            query.append_pair(key, value);
+        }
         query.append_pair("offset", &at.from.get().to_string());
         if let Some(cursor) = at.cursor {
             query.append_pair("cursor", &cursor.to_string());
@@ -272,7 +281,7 @@ impl ObjectLink {
             &format!("https://streams{BRIDGE_PATH}?{}", query.finish()),
             &init,
         )?;
-        let response = self.stub()?.fetch_with_request(request).await?;
+        let response = self.stub.fetch_with_request(request).await?;
         match response.status_code() {
             101 => match response.websocket() {
                 Some(ws) => Socket::open(ws, live.clone()).map(|socket| Ok(Some(socket))),

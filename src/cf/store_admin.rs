@@ -6,6 +6,7 @@
 
 use super::admin::{admin_secret, error_response, json_response};
 use super::registry::{announce, STORE_REGISTRY};
+use super::sse_fanout::FanOut;
 use super::sync_object::{new_backend_id, Backend, Inner};
 use crate::admin::auth::authorize;
 use crate::admin::model::{AdminError, ResetOutcome, StoreInfo};
@@ -111,6 +112,8 @@ async fn info(inner: &Inner, store_id: &StoreId) -> std::result::Result<String, 
         live_pulls,
         do_rpc_subscribers,
         object_bytes: inner.state.storage().sql().database_size() as u64,
+        live_readers: FanOut::readers(&inner.state) as u64,
+        awake_since_ms: inner.woke_ms,
     };
     serde_json::to_string(&info).map_err(|e| AdminError::internal(e.to_string()))
 }
@@ -196,7 +199,7 @@ async fn reset(
         &inner.state,
         CLOSE_RESTART,
         "the store was reset: reconnect",
-    );
+    ) + FanOut::end_all(&inner.state, "the store was reset");
     inner
         .subscriptions
         .clear()
@@ -227,7 +230,8 @@ async fn delete(inner: &Inner, store_id: &StoreId) -> std::result::Result<String
     let sockets_closed =
         inner
             .sockets
-            .close_all(&inner.state, CLOSE_RESTART, "the store was deleted");
+            .close_all(&inner.state, CLOSE_RESTART, "the store was deleted")
+            + FanOut::end_all(&inner.state, "the store was deleted");
     inner
         .subscriptions
         .clear()

@@ -7,6 +7,7 @@ use super::sync_object::Inner;
 use crate::durable_streams::http::{Request as DsRequest, Response as DsResponse};
 use crate::durable_streams::platform::Clock;
 use crate::durable_streams::read::{read, sse_next, ReadOutcome};
+use crate::livestore::store_id::StoreId;
 use crate::livestore::stream_view::{parse_view_request, write_refused, StoreView, ViewRequest};
 use std::rc::Rc;
 use std::time::Duration;
@@ -16,6 +17,24 @@ use worker::{Date, Delay, Method, Request, Response, Result};
 pub(super) fn view_of(req: &Request) -> Option<std::result::Result<ViewRequest, String>> {
     let url = req.url().ok()?;
     parse_view_request(url.path(), url.query().unwrap_or(""))
+}
+
+/// A bridge socket for a live reader of the store's stream (the Worker opens it with the store
+/// in the `store` query parameter; see [`super::sse_bridge`]).
+pub(super) async fn bridge(inner: &Rc<Inner>, req: &Request) -> Result<Response> {
+    let url = req.url()?;
+    let store_id = url
+        .query_pairs()
+        .find(|(key, _)| key == "store")
+        .map(|(_, value)| StoreId::parse(&value));
+    let store_id = match store_id {
+        Some(Ok(store_id)) => store_id,
+        _ => return super::stream_object::plain(400, "a bridge needs a valid store"),
+    };
+    if let Err(e) = inner.backend(&store_id) {
+        return to_response(DsResponse::error(500, format!("{e:?}")), Cors::ByWorker);
+    }
+    super::sse_fanout::accept(inner, &inner.fan_out, &url).await
 }
 
 /// Real time.

@@ -7,8 +7,8 @@
 //! reached through internal paths the Worker never forwards.
 
 use super::edge_cache::CachedRead;
-use super::sse_bridge::BRIDGE_PATH;
-use super::sse_fanout::FanOut;
+use super::sse_bridge::{ObjectLink, BRIDGE_PATH};
+use super::sse_fanout::{Bridged, FanOut};
 use crate::admin::model::{ProducerInfo, StreamInfo};
 use crate::durable_streams::create::MAX_APPEND_BYTES;
 use crate::durable_streams::http::Response as DsResponse;
@@ -132,7 +132,15 @@ async fn route_stream(req: Request, env: &Env) -> Result<Response> {
         Err(e) => return plain(500, &format!("project configuration: {e}")),
     };
     let until_ms = expires.map(|s| s.saturating_mul(1_000));
-    match super::sse_bridge::open(&req, env, until_ms).await {
+    let link = || {
+        let stub = env
+            .durable_object(STREAMS_BINDING)?
+            .id_from_name(&path)?
+            .get_stub()?;
+        Ok(ObjectLink::new(Rc::new(stub), path.clone(), Vec::new()))
+    };
+    let bridged = super::sse_bridge::open(&req, link, stream_config(env), Cors::Open, until_ms);
+    match bridged.await {
         Ok(Some(response)) => return Ok(response),
         Ok(None) => {}
         Err(e) => return plain(500, &format!("stream object failed: {e}")),
@@ -323,6 +331,18 @@ struct ReadRequest {
 
 pub(super) type StreamOf = Stream<SqliteStreamStore, CfPlatform>;
 
+impl Bridged for StreamOf {
+    type Log = StreamOf;
+
+    fn state(&self) -> &State {
+        self.platform().state()
+    }
+
+    fn log_now(self: &Rc<Self>) -> Option<Rc<StreamOf>> {
+        Some(self.clone())
+    }
+}
+
 /// The protocol's settings, from the Worker's vars (the Worker's bridge and the object share them).
 pub(super) fn stream_config(env: &Env) -> Config {
     let var = |name: &str| {
@@ -397,7 +417,7 @@ impl StreamsObject {
         });
         if let (Ok(stream), true) = (&stream, bridged) {
             // Woken from hibernation with readers waiting: whatever woke it may concern them.
-            fan_out.start(stream.clone());
+            fan_out.start(stream);
         }
         StreamsObject { stream, fan_out }
     }

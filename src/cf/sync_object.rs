@@ -4,6 +4,8 @@
 //! [`crate::livestore::service`], publishes accepted pushes to live sockets and DO-RPC
 //! subscribers, and serves the store's log as a read-only Durable Stream (`store_stream`).
 
+use super::sse_bridge::BRIDGE_PATH;
+use super::sse_fanout::{Bridged, FanOut};
 use super::subscriptions::Subscriptions;
 use super::ws::{send_text, Sockets, WsReply};
 use super::{header_map, now_iso, read_body};
@@ -13,6 +15,7 @@ use crate::livestore::query::{parse_sync_query, Transport};
 use crate::livestore::route::{upgrade_rejection, Route};
 use crate::livestore::service::{serve, Publisher, Reply};
 use crate::livestore::store_id::StoreId;
+use crate::livestore::stream_view::StoreView;
 use crate::livestore::sync::{backend_id_from_random, SyncBackend, BACKEND_ID_LEN};
 use crate::livestore::wire::{
     decode_client_message, encode_defect, encode_failure, ClientMessage, DecodeError, RequestId,
@@ -22,7 +25,7 @@ use crate::storage::d1::D1EventLog;
 use crate::storage::do_sqlite::{ContextRow, DoSqliteEventLog};
 use crate::storage::engine::EventStore;
 use std::cell::RefCell;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use wasm_bindgen::JsValue;
 use worker::{
     worker_sys::WebSocketRequestResponsePair, Env, Request, Response, Result, State, WebSocket,
@@ -48,6 +51,25 @@ pub(super) struct Inner {
     pub sockets: Sockets,
     /// Settings of the store's stream view.
     pub stream_config: crate::durable_streams::platform::Config,
+    /// The stream view's live readers (SSE through the bridge).
+    pub fan_out: Rc<FanOut>,
+    /// When this instance of the object started (again after each eviction).
+    pub woke_ms: u64,
+    /// This, for the tasks it starts (weak: they must not keep an evicted instance alive).
+    me: Weak<Inner>,
+}
+
+impl Bridged for Inner {
+    type Log = StoreView<EventStore>;
+
+    fn state(&self) -> &State {
+        &self.state
+    }
+
+    fn log_now(self: &Rc<Self>) -> Option<Rc<Self::Log>> {
+        let backend = self.backend.borrow().clone()?;
+        Some(Rc::new(StoreView::new(backend)))
+    }
 }
 
 impl SyncBackendObject {
@@ -61,7 +83,7 @@ impl SyncBackendObject {
         let sockets = Sockets::new(state.storage().sql());
         let stream_config = super::stream_object::stream_config(&env);
         SyncBackendObject {
-            inner: Rc::new(Inner {
+            inner: Rc::new_cyclic(|me| Inner {
                 state,
                 env,
                 options,
@@ -69,6 +91,9 @@ impl SyncBackendObject {
                 subscriptions,
                 sockets,
                 stream_config,
+                fan_out: Rc::default(),
+                woke_ms: worker::Date::now().as_millis(),
+                me: me.clone(),
             }),
         }
     }
@@ -76,6 +101,9 @@ impl SyncBackendObject {
     /// Handles a request forwarded by the Worker: a WebSocket upgrade, an HTTP RPC call, or a
     /// read of the store's log as a Durable Stream.
     pub async fn fetch(&self, mut req: Request) -> Result<Response> {
+        if req.path() == BRIDGE_PATH {
+            return super::store_stream::bridge(&self.inner, &req).await;
+        }
         if let Some(view) = super::store_stream::view_of(&req) {
             return super::store_stream::serve(&self.inner, req, view).await;
         }
@@ -259,9 +287,13 @@ impl Inner {
         let backend = Rc::new(SyncBackend::new(store_id.clone(), backend_id, events));
         *self.backend.borrow_mut() = Some(backend.clone());
         super::store_admin::register(self, store_id);
-        // After a start or a wake-up: DO-RPC subscribers get what they are owed.
+        // After a start or a wake-up: DO-RPC subscribers get what they are owed, and so do the
+        // stream view's live readers.
         self.subscriptions
             .kick(backend.clone(), |pump| self.state.wait_until(pump));
+        if let Some(me) = self.me.upgrade() {
+            self.fan_out.restart(&me);
+        }
         Ok(backend)
     }
 

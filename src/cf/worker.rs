@@ -3,6 +3,7 @@
 //! Stream (`/v1/livestore/<storeId>`, gated the same way).
 
 use super::header_map;
+use super::sse_bridge::ObjectLink;
 use super::stream_object::{to_response, Cors};
 use crate::livestore::cors::{preflight_headers, ALLOW_ORIGIN};
 use crate::livestore::options::{PayloadContext, WorkerOptions};
@@ -119,9 +120,31 @@ impl SyncWorker {
             Some(Err(message)) => return refuse(400, format!("Invalid store stream: {message}")),
             None => return refuse(404, "not found".into()),
         };
-        let response = self
-            .gate_and_forward(req, env, &view.store_id, view.payload.as_ref(), true)
-            .await?;
+        let stub = match self
+            .gate(&req, env, &view.store_id, view.payload.as_ref(), true)
+            .await?
+        {
+            Ok(stub) => std::rc::Rc::new(stub),
+            Err(refusal) => return Ok(refusal),
+        };
+        // Live readers follow the store through the bridge, which lets its object sleep.
+        let path = req.path();
+        let link = || {
+            let query = vec![("store", view.store_id.as_str().to_owned())];
+            Ok(ObjectLink::new(stub.clone(), path, query))
+        };
+        let bridged = super::sse_bridge::open(
+            &req,
+            link,
+            super::stream_object::stream_config(env),
+            Cors::ByWorker,
+            None,
+        )
+        .await?;
+        let response = match bridged {
+            Some(response) => response,
+            None => stub.fetch_with_request(req).await?,
+        };
         if !self.options.enable_cors {
             return Ok(response);
         }
@@ -141,27 +164,32 @@ impl SyncWorker {
         {
             return refuse(status, message);
         }
-        self.gate_and_forward(req, env, &params.store_id, params.payload.as_ref(), false)
-            .await
+        match self
+            .gate(&req, env, &params.store_id, params.payload.as_ref(), false)
+            .await?
+        {
+            Ok(stub) => stub.fetch_with_request(req).await,
+            Err(refusal) => Ok(refusal),
+        }
     }
 
-    /// The sync gate (`validate_payload` with the client's payload), then the store's Durable
-    /// Object, for sync requests and store streams alike.
-    async fn gate_and_forward(
+    /// The sync gate (`validate_payload` with the client's payload) for sync requests and store
+    /// streams alike: the store's Durable Object, or the refusal.
+    async fn gate(
         &self,
-        req: Request,
+        req: &Request,
         env: &Env,
         store_id: &StoreId,
         payload: Option<&serde_json::Value>,
         read_only: bool,
-    ) -> Result<Response> {
+    ) -> Result<std::result::Result<worker::Stub, Response>> {
         let context = PayloadContext {
             store_id: store_id.as_str().to_owned(),
             headers: header_map(req.headers()),
             read_only,
         };
         if let Err(message) = self.options.check_payload(payload, context).await {
-            return refuse(400, format!("Invalid payload: {message}"));
+            return refuse(400, format!("Invalid payload: {message}")).map(Err);
         }
         let Ok(namespace) = env.durable_object(&self.options.binding) else {
             return refuse(
@@ -170,10 +198,10 @@ impl SyncWorker {
                     "Durable Object binding {} is not configured",
                     self.options.binding
                 ),
-            );
+            )
+            .map(Err);
         };
-        let stub = namespace.id_from_name(store_id.as_str())?.get_stub()?;
-        stub.fetch_with_request(req).await
+        Ok(Ok(namespace.id_from_name(store_id.as_str())?.get_stub()?))
     }
 
     /// Adds the CORS header to a response (not to WebSocket upgrades, whose headers are

@@ -10,6 +10,7 @@
 //! here and is counted here.
 
 use super::socket_state::{conn_of, new_conn_id, write_attachment, Saved, SocketStates};
+use super::sse_fanout::FanOut;
 use crate::livestore::chunk::PullPage;
 use crate::livestore::options::HookContext;
 use crate::livestore::outbox::{Outbox, Overflow};
@@ -199,6 +200,10 @@ impl Sockets {
             }
         };
         for ws in state.get_websockets() {
+            if FanOut::is_bridge(state, &ws) {
+                // A stream view reader's: not a LiveStore client's.
+                continue;
+            }
             let conn = conn_of(&ws).unwrap_or_default();
             match saved.remove(&conn) {
                 Some(state) if !conn.is_empty() => {

@@ -3,11 +3,15 @@
 // appends. Shown here: a reader stays connected while the object is evicted (the admin API says when
 // the object last started) and gets the next append; 1,000 readers on one stream each get every
 // message exactly once, in order; a reader the object cannot bring to the tail in one read catches
-// up by itself; deleting the stream ends its readers; the official client reads through it all.
+// up by itself; deleting the stream ends its readers; the official client reads through it all. A
+// LiveStore store's stream view (/v1/livestore/<storeId>) has its live readers bridged the same way, by
+// the store's sync object.
 
 import { stream } from '@durable-streams/client'
-import { beforeAll, describe, expect, test } from 'vitest'
+import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { clientPool } from '../support/livestore-client.mjs'
 import { sharedDefaultWorker } from '../support/shared.mjs'
+import { makeEvents, uniqueStoreId } from '../support/util.mjs'
 
 const ADMIN = 'sse-bridge-admin'
 let worker
@@ -19,6 +23,11 @@ beforeAll(async () => {
   // Keep-alives every 5 s: a reader that went away is noticed at the next write.
   worker = await sharedDefaultWorker({ vars: { ADMIN_SECRET: ADMIN, DS_LONG_POLL_TIMEOUT_MS: '5000' } })
 }, 120_000)
+
+const clients = clientPool()
+afterAll(async () => {
+  await clients.closeAll()
+})
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
@@ -195,4 +204,49 @@ describe('SSE through the hibernation bridge', () => {
       res.cancel()
     }
   }, 30_000)
+})
+
+describe("SSE of a LiveStore store's stream through the bridge", () => {
+  const storeInfo = async (storeId) => {
+    const res = await request(`/admin/api/stores/${encodeURIComponent(storeId)}`, { headers: { authorization: `Bearer ${ADMIN}` } })
+    expect(res.status, res.text).toBe(200)
+    return JSON.parse(res.text)
+  }
+  const push = async (storeId, events) => {
+    const client = await clients.open({ url: `${worker.url}/sync`, storeId, transport: 'ws' })
+    await client.push(events)
+    await client.close()
+  }
+
+  test("a store's reader stays connected while the store's object is evicted, gets the next pushes, and ends at a reset", async () => {
+    const storeId = uniqueStoreId('bridge-store')
+    const path = `/v1/livestore/${encodeURIComponent(storeId)}`
+    const events = makeEvents(1, 3)
+    await push(storeId, events.slice(0, 1))
+    const reader = await openReader(path)
+    await waitFor('the first event', () => reader.messages.length === 1)
+    const before = await storeInfo(storeId)
+    expect(before.liveReaders).toBe(1)
+    // No client now: the store's object has only the reader's hibernatable socket, and is evicted.
+    await sleep(25_000)
+    const pushedAt = Date.now()
+    await push(storeId, events.slice(1))
+    await waitFor('the pushes after the idle period', () => reader.messages.length === 3)
+    const after = await storeInfo(storeId)
+    expect(after.awakeSinceMs, 'the object that took the pushes started after the idle period').toBeGreaterThan(before.awakeSinceMs)
+    expect(after.awakeSinceMs).toBeGreaterThanOrEqual(pushedAt - 1_000)
+    expect(after.liveReaders).toBe(1)
+    expect(reader.messages.map((m) => [m.seqNum, m.parentSeqNum, m.name])).toEqual(events.map((e) => [e.seqNum, e.parentSeqNum, e.name]))
+    expect(reader.ended).toBe(false)
+
+    // A reset makes the store another log: its readers' event streams end (they read it afresh).
+    const reset = await request(`/admin/api/stores/${encodeURIComponent(storeId)}/reset`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ADMIN}` },
+    })
+    expect(reset.status, reset.text).toBe(200)
+    await waitFor('the reset to end the reader', () => reader.ended)
+    expect(reader.error).toBeUndefined()
+    expect((await storeInfo(storeId)).liveReaders).toBe(0)
+  }, 90_000)
 })
