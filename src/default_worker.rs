@@ -6,6 +6,8 @@
 //! - `SYNC_CORS`: `true` to answer preflights and add CORS headers (default `false`)
 //! - `ADMIN_SECRET` (a secret): turns on the admin API and dashboard at `/admin/`
 //! - `SYNC_AUTH_PROJECT`: the project whose tokens guard every store (`JwtAuth`); unset: open
+//! - `SYNC_COLD_SEGMENTS`: `true` to move the oldest events of stores kept in DO SQLite to the
+//!   `SEGMENTS` bucket (segments as `DS_SEGMENT_MESSAGES` / `DS_SEGMENT_BYTES` say)
 
 use crate::cf::projects::JwtAuth;
 use crate::cf::{AdminApi, SyncBackendObject, SyncWorker};
@@ -57,6 +59,9 @@ fn object_options(env: &Env) -> std::result::Result<SyncObjectOptions, String> {
     }
     if var(env, "SYNC_AUTH_PROJECT").is_some_and(|p| !p.trim().is_empty()) {
         options = options.close_sockets_on_token_expiry(true);
+    }
+    if var(env, "SYNC_COLD_SEGMENTS").is_some_and(|v| v.trim() == "true") {
+        options = options.cold_segments(crate::cf::stream_object::segment_policy(env));
     }
     if let Some(transports) = var(env, "SYNC_TRANSPORTS") {
         options = options.enabled_transports(

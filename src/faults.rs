@@ -31,16 +31,19 @@ pub enum CrashPoint {
     /// A cold segment is written to R2; the index does not name it yet and its rows are still in
     /// SQLite.
     StreamColdAfterPut,
+    /// The same for a LiveStore store's events kept in DO SQLite.
+    StoreColdAfterPut,
 }
 
 impl CrashPoint {
     /// Every crash point.
-    pub const ALL: [CrashPoint; 5] = [
+    pub const ALL: [CrashPoint; 6] = [
         CrashPoint::D1AfterInsert,
         CrashPoint::SqliteAfterInsert,
         CrashPoint::StreamAfterData,
         CrashPoint::StreamAfterCommit,
         CrashPoint::StreamColdAfterPut,
+        CrashPoint::StoreColdAfterPut,
     ];
 
     /// The name the tests arm it by.
@@ -51,6 +54,7 @@ impl CrashPoint {
             CrashPoint::StreamAfterData => "stream-after-data",
             CrashPoint::StreamAfterCommit => "stream-after-commit",
             CrashPoint::StreamColdAfterPut => "stream-cold-after-put",
+            CrashPoint::StoreColdAfterPut => "store-cold-after-put",
         }
     }
 

@@ -129,6 +129,13 @@ pub struct StoreInfo {
     pub object_bytes: u64,
     /// Live readers of the store's stream view (SSE through the bridge).
     pub live_readers: u64,
+    /// Events moved to the cold tier (DO SQLite with cold segments), in how many segments,
+    /// their bytes (all counted in `events` and `bytes` too), and the objects the bucket holds
+    /// for the store (segments, and garbage not yet collected).
+    pub cold_segments: u64,
+    pub cold_events: u64,
+    pub cold_bytes: u64,
+    pub cold_objects: u64,
     /// When the store's object last started (after an eviction or a hibernation, milliseconds).
     pub awake_since_ms: u64,
 }

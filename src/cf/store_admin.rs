@@ -95,6 +95,13 @@ async fn info(inner: &Inner, store_id: &StoreId) -> std::result::Result<String, 
         None => None,
     };
     let (sockets, live_pulls) = inner.sockets.counts(&inner.state);
+    let (cold, cold_objects) = match store {
+        EventStore::DoSqlite(log) => (
+            log.cold_stats().map_err(storage_failed)?,
+            log.cold_objects().await.map_err(storage_failed)?,
+        ),
+        EventStore::D1(_) => Default::default(),
+    };
     let do_rpc_subscribers = inner
         .subscriptions
         .count()
@@ -113,6 +120,10 @@ async fn info(inner: &Inner, store_id: &StoreId) -> std::result::Result<String, 
         do_rpc_subscribers,
         object_bytes: inner.state.storage().sql().database_size() as u64,
         live_readers: FanOut::readers(&inner.state) as u64,
+        cold_segments: cold.segments,
+        cold_events: cold.messages,
+        cold_bytes: cold.bytes,
+        cold_objects,
         awake_since_ms: inner.woke_ms,
     };
     serde_json::to_string(&info).map_err(|e| AdminError::internal(e.to_string()))
@@ -205,6 +216,8 @@ async fn reset(
         .clear()
         .map_err(|e| AdminError::internal(e.to_string()))?;
     let (events, _) = store.stats().await.map_err(storage_failed)?;
+    // What the reset discarded of the cold tier is deleted after the answer.
+    super::sync_object::compact_later(&inner.state, &backend);
     let outcome = ResetOutcome {
         store_id: store_id.as_str().to_owned(),
         backend_id,

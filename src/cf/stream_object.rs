@@ -360,7 +360,7 @@ pub(super) fn stream_config(env: &Env) -> Config {
 }
 
 /// When a stream's oldest messages make a segment for the cold tier, from the Worker's vars.
-fn segment_policy(env: &Env) -> SegmentPolicy {
+pub(crate) fn segment_policy(env: &Env) -> SegmentPolicy {
     let var = |name: &str| {
         env.var(name)
             .ok()
@@ -401,7 +401,7 @@ impl StreamsObject {
         let cold = env
             .bucket(SEGMENTS_BINDING)
             .ok()
-            .map(|bucket| R2Cold::new(bucket, &state.id().to_string()));
+            .map(|bucket| R2Cold::new(bucket, "ds", &state.id().to_string()));
         let policy = segment_policy(&env);
         let stream = SqliteStreamStore::open(state.storage()).map(|store| {
             let store = store.with_cold(cold, policy);

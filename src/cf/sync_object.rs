@@ -24,6 +24,7 @@ use crate::livestore::wire::{
 use crate::storage::d1::D1EventLog;
 use crate::storage::do_sqlite::{ContextRow, DoSqliteEventLog};
 use crate::storage::engine::EventStore;
+use crate::storage::r2::{R2Cold, SEGMENTS_BINDING};
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 use wasm_bindgen::JsValue;
@@ -278,11 +279,25 @@ impl Inner {
                     .map_err(|e| unavailable(format!("D1 binding {binding}: {e}")))?;
                 EventStore::D1(D1EventLog::new(db, store_id.clone(), context))
             }
-            Storage::DoSqlite => EventStore::DoSqlite(DoSqliteEventLog::new(
-                self.state.storage(),
-                store_id,
-                context,
-            )),
+            Storage::DoSqlite => {
+                let cold = self.options.cold_segment_policy().and_then(|policy| {
+                    match self.env.bucket(SEGMENTS_BINDING) {
+                        Ok(bucket) => {
+                            let object = self.state.id().to_string();
+                            Some((R2Cold::new(bucket, "ls", &object), policy))
+                        }
+                        Err(e) => {
+                            worker::console_warn!(
+                                "cold segments need the {SEGMENTS_BINDING} bucket: {e}"
+                            );
+                            None
+                        }
+                    }
+                });
+                EventStore::DoSqlite(
+                    DoSqliteEventLog::new(self.state.storage(), store_id, context).with_cold(cold),
+                )
+            }
         };
         let backend = Rc::new(SyncBackend::new(store_id.clone(), backend_id, events));
         *self.backend.borrow_mut() = Some(backend.clone());
@@ -395,9 +410,25 @@ impl Publisher for Inner {
     fn publish(&self, pages: Vec<PullPage>) {
         self.sockets.broadcast(&self.state, &pages);
         if let Some(backend) = self.backend.borrow().clone() {
+            compact_later(&self.state, &backend);
             self.subscriptions
                 .kick(backend, |pump| self.state.wait_until(pump));
         }
+    }
+}
+
+/// Moves the store's oldest events to the cold tier, when it has one and they fill a segment
+/// (and deletes what no segment names any more), after the request.
+pub(super) fn compact_later(state: &State, backend: &Backend) {
+    let EventStore::DoSqlite(log) = backend.log().store() else {
+        return;
+    };
+    if let Some(compactor) = log.compactor() {
+        state.wait_until(async move {
+            if let Err(e) = compactor.run().await {
+                worker::console_warn!("moving a store's cold segments: {e}");
+            }
+        });
     }
 }
 

@@ -5,6 +5,7 @@ use super::chunk::PullPage;
 use super::event::EventEncoded;
 use super::query::Transport;
 use super::wire::{Cursor, SyncError};
+use crate::storage::segments::SegmentPolicy;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -180,6 +181,7 @@ pub struct SyncObjectOptions {
     pub(crate) storage: Storage,
     pub(crate) binding: Option<String>,
     pub(crate) close_on_token_expiry: bool,
+    pub(crate) cold_segments: Option<SegmentPolicy>,
 }
 
 impl SyncObjectOptions {
@@ -268,6 +270,23 @@ impl SyncObjectOptions {
     /// The storage choice.
     pub fn storage_kind(&self) -> &Storage {
         &self.storage
+    }
+
+    /// Moves the oldest events of a store kept in DO SQLite ([`Storage::DoSqlite`]) to the cold
+    /// tier (the R2 bucket bound as `SEGMENTS`) a full segment at a time under `policy`; reads
+    /// stitch the tiers, so clients see the same log. Off by default: a store's table then holds
+    /// only its recent events, which the TypeScript server could not read. D1 tables stay whole.
+    pub fn cold_segments(mut self, policy: SegmentPolicy) -> Self {
+        self.cold_segments = Some(policy);
+        self
+    }
+
+    /// The cold-segment policy, when stores move their oldest events to the cold tier.
+    pub fn cold_segment_policy(&self) -> Option<SegmentPolicy> {
+        match self.storage {
+            Storage::DoSqlite => self.cold_segments,
+            Storage::D1 { .. } => None,
+        }
     }
 
     /// The binding of this object class in the Worker (default [`DEFAULT_BINDING`]): stores

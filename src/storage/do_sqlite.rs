@@ -1,14 +1,22 @@
 //! The Durable Object's own SQLite: the head checkpoint (`context_7`, as the TypeScript
-//! server keeps it) and, when chosen, the store's event log (`eventlog_7_<storeId>`).
+//! server keeps it) and, when chosen, the store's event log (`eventlog_7_<storeId>`), whose
+//! oldest events may move to the cold tier (`SyncObjectOptions::cold_segments`; the index is
+//! `ls_segments`, see [`super::cold_index`]).
 
+use super::cold_index::{as_u64, compact, int, ColdIndex, ColdStats, HotLog};
+use super::r2::R2Cold;
+use super::segments::{encode_messages, read_stitched, SegmentPolicy};
 use super::sql::{self, CountRow, MaxRow, SqlValue, CREATE_CONTEXT};
 use crate::faults::CrashPoint;
 use crate::livestore::event::StoredEvent;
 use crate::livestore::store_id::StoreId;
 use crate::stream::producer::ProducerState;
-use crate::stream::{Budget, Commit, HeaderWrite, Loaded, LogStore, SeqNum, StorageError};
+use crate::stream::{
+    Budget, Commit, Entry, HeaderWrite, Loaded, LogStore, Message, SeqNum, StorageError,
+};
 use serde::Deserialize;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use worker::{SqlStorage, SqlStorageValue, Storage};
 
 /// One store's `context_7` row: its backend id and head checkpoint.
@@ -95,6 +103,11 @@ impl ContextRow {
         &self.backend_id
     }
 
+    /// The backend id the row holds now (another after a reset; `None` once deleted).
+    pub fn current_backend_id(&self) -> Result<Option<String>, StorageError> {
+        Ok(self.read()?.map(|context| context.backend_id))
+    }
+
     fn read(&self) -> Result<Option<Context>, StorageError> {
         let rows: Vec<Context> = self
             .sql
@@ -143,12 +156,19 @@ impl ContextRow {
 /// One store's event log in the Durable Object's SQLite. Its head checkpoint (`context_7`)
 /// is kept by a trigger, in the same statement as the inserts.
 pub struct DoSqliteEventLog {
-    storage: Storage,
-    sql: SqlStorage,
-    table: String,
+    hot: EventsHot,
     store_id: String,
-    checkpoint: ContextRow,
     ready: Cell<bool>,
+    /// The cold index, opened with the table (it may hold segments even with the cold tier off
+    /// now: reads then fail rather than skip them).
+    index: RefCell<Option<ColdIndex>>,
+    /// Whether any segment exists: reads of a log that never moved skip the index.
+    any_cold: Rc<Cell<bool>>,
+    cold: Option<(Rc<R2Cold>, SegmentPolicy)>,
+    /// A move or collection is under way.
+    moving: Rc<Cell<bool>>,
+    /// Objects may wait for deletion (after a wake-up, a reset, a delete).
+    garbage: Rc<Cell<bool>>,
 }
 
 fn to_sql(value: &SqlValue) -> SqlStorageValue {
@@ -160,52 +180,31 @@ fn to_sql(value: &SqlValue) -> SqlStorageValue {
     }
 }
 
-impl DoSqliteEventLog {
-    /// The log of `store_id` in this object's SQLite.
-    pub fn new(storage: Storage, store_id: &StoreId, checkpoint: ContextRow) -> Self {
-        DoSqliteEventLog {
-            sql: storage.sql(),
-            storage,
-            table: store_id.table_name(),
-            store_id: store_id.as_str().to_owned(),
-            checkpoint,
-            ready: Cell::new(false),
-        }
-    }
+/// The hot rows of a store's log: what reads, commits and moves share.
+#[derive(Clone)]
+struct EventsHot {
+    storage: Rc<Storage>,
+    sql: SqlStorage,
+    table: Rc<str>,
+    checkpoint: ContextRow,
+    /// Events and bytes in the table, once counted; commits and moves keep it.
+    tally: Rc<Cell<Option<(u64, u64)>>>,
+}
 
-    fn ensure_ready(&self) -> Result<(), StorageError> {
-        if !self.ready.get() {
-            self.sql
-                .exec(&sql::create_event_log(&self.table), None)
-                .map_err(sql_error("create table"))?;
-            self.sql
-                .exec(CREATE_CONTEXT, None)
-                .map_err(sql_error("create context"))?;
-            self.sql
-                .exec(&sql::create_head_trigger(&self.table, &self.store_id), None)
-                .map_err(sql_error("create head trigger"))?;
-            self.ready.set(true);
-        }
-        Ok(())
-    }
-
+impl EventsHot {
     fn query<T: serde::de::DeserializeOwned>(
         &self,
         query: &str,
         params: &[SqlValue],
     ) -> Result<Vec<T>, StorageError> {
-        self.ensure_ready()?;
         self.sql
             .exec(query, params.iter().map(to_sql).collect::<Vec<_>>())
             .map_err(sql_error("query"))?
             .to_array()
             .map_err(sql_error("decode rows"))
     }
-}
 
-impl DoSqliteEventLog {
-    /// `(events, bytes)` of the store's log (admin).
-    pub fn stats(&self) -> Result<(u64, u64), StorageError> {
+    fn stats(&self) -> Result<(u64, u64), StorageError> {
         let rows: Vec<sql::StatsRow> = self.query(&sql::stats(&self.table), &[])?;
         Ok(rows
             .into_iter()
@@ -213,52 +212,24 @@ impl DoSqliteEventLog {
             .map_or((0, 0), sql::StatsRow::into_pair))
     }
 
-    /// Drops the store's table, its head trigger with it (admin delete).
-    pub fn delete(&self) -> Result<(), StorageError> {
-        self.sql
-            .exec(&sql::drop_table(&self.table), None)
-            .map_err(sql_error("drop"))?;
-        self.ready.set(false);
-        Ok(())
+    fn count(&self, after: SeqNum, upto: SeqNum) -> Result<u64, StorageError> {
+        let rows: Vec<CountRow> = self.query(
+            &sql::count_range(&self.table),
+            &[
+                SqlValue::Integer(after.get()),
+                SqlValue::Integer(upto.get()),
+            ],
+        )?;
+        Ok(rows.into_iter().next().map_or(0, CountRow::into_count))
     }
 
-    /// Removes every event (admin reset).
-    pub fn clear(&self) -> Result<(), StorageError> {
-        self.ensure_ready()?;
-        self.sql
-            .exec(&sql::clear(&self.table), None)
-            .map_err(sql_error("clear"))?;
-        Ok(())
-    }
-}
-
-impl LogStore for DoSqliteEventLog {
-    type Entry = StoredEvent;
-    type Header = ();
-
-    async fn load(&self) -> Result<Loaded<()>, StorageError> {
-        let rows: Vec<MaxRow> = self.query(&sql::select_max_seq(&self.table), &[])?;
-        let tail = rows
-            .into_iter()
-            .next()
-            .map_or(Ok(None), MaxRow::into_seq)?
-            .unwrap_or(SeqNum::ROOT);
-        // The trigger keeps the checkpoint with the inserts; repair it for data written before
-        // the trigger existed (or by a server without one).
-        self.checkpoint.repair(tail)?;
-        Ok(Loaded {
-            header: Some(()),
-            tail,
-        })
-    }
-
-    async fn read(
+    /// Events `(after, upto]` of the table, within `budget`.
+    fn read(
         &self,
         after: SeqNum,
         upto: SeqNum,
         budget: Budget,
     ) -> Result<Vec<StoredEvent>, StorageError> {
-        self.ensure_ready()?;
         let params = [
             SqlValue::Integer(after.get()),
             SqlValue::Integer(upto.get()),
@@ -287,16 +258,337 @@ impl LogStore for DoSqliteEventLog {
             sql::decode_row(&head, args)
         }))
     }
+}
+
+impl HotLog for EventsHot {
+    fn incarnation(&self) -> Result<Option<String>, StorageError> {
+        self.checkpoint.current_backend_id()
+    }
+
+    fn hot_tally(&self) -> Result<(u64, u64), StorageError> {
+        if let Some(tally) = self.tally.get() {
+            return Ok(tally);
+        }
+        let tally = self.stats()?;
+        self.tally.set(Some(tally));
+        Ok(tally)
+    }
+
+    fn oldest(&self, limit: u64) -> Result<Vec<(SeqNum, u64)>, StorageError> {
+        let cursor = self
+            .sql
+            .exec(&sql::oldest(&self.table), vec![int(limit)])
+            .map_err(sql_error("oldest events"))?;
+        Ok(cursor
+            .raw()
+            .filter_map(|row| {
+                let row = row.ok()?;
+                Some((
+                    row.first().and_then(as_u64).and_then(SeqNum::new)?,
+                    row.get(1).and_then(as_u64)?,
+                ))
+            })
+            .collect())
+    }
+
+    fn frames(&self, first: SeqNum, last: SeqNum) -> Result<(Vec<u8>, u64), StorageError> {
+        let after = SeqNum::new(first.get().saturating_sub(1)).unwrap_or(SeqNum::ROOT);
+        let all = Budget {
+            rows: usize::MAX,
+            bytes: usize::MAX,
+        };
+        let frames: Vec<Message> = self
+            .read(after, last, all)?
+            .iter()
+            .map(|e| Message::new(e.seq(), super::event_frame::encode(e)))
+            .collect();
+        Ok((encode_messages(&frames), frames.len() as u64))
+    }
+
+    fn present(&self, first: SeqNum, last: SeqNum) -> Result<u64, StorageError> {
+        let after = SeqNum::new(first.get().saturating_sub(1)).unwrap_or(SeqNum::ROOT);
+        self.count(after, last)
+    }
+
+    fn delete_hot(&self, first: SeqNum, last: SeqNum) -> Result<(), StorageError> {
+        self.sql
+            .exec(
+                &sql::delete_range(&self.table),
+                vec![int(first.get()), int(last.get())],
+            )
+            .map_err(sql_error("drop moved events"))?;
+        Ok(())
+    }
+
+    fn moved(&self, count: u64, bytes: u64) {
+        if let Some((events, size)) = self.tally.get() {
+            self.tally.set(Some((
+                events.saturating_sub(count),
+                size.saturating_sub(bytes),
+            )));
+        }
+    }
+}
+
+/// The moves of one store's log to the cold tier, started after a push.
+pub struct Compactor {
+    hot: EventsHot,
+    index: ColdIndex,
+    cold: Rc<R2Cold>,
+    policy: SegmentPolicy,
+    any_cold: Rc<Cell<bool>>,
+    moving: Rc<Cell<bool>>,
+    garbage: Rc<Cell<bool>>,
+}
+
+impl Compactor {
+    /// Deletes what no segment names any more, then moves the full segments there are.
+    /// Returns the segments moved; does nothing while another run is under way.
+    pub async fn run(self) -> Result<usize, StorageError> {
+        let (events, bytes) = self.hot.hot_tally()?;
+        if !self.garbage.get() && !self.policy.due(events, bytes) {
+            return Ok(0);
+        }
+        if self.moving.replace(true) {
+            return Ok(0);
+        }
+        let moved = async {
+            if self.garbage.get() {
+                self.index.collect(self.cold.as_ref()).await?;
+                self.garbage.set(false);
+            }
+            let storage = self.hot.storage.clone();
+            compact(
+                &self.index,
+                &self.hot,
+                self.cold.as_ref(),
+                self.policy,
+                &storage,
+                CrashPoint::StoreColdAfterPut,
+            )
+            .await
+        }
+        .await;
+        self.moving.set(false);
+        if moved.as_ref().is_ok_and(|n| *n > 0) {
+            self.any_cold.set(true);
+        }
+        moved
+    }
+}
+
+impl DoSqliteEventLog {
+    /// The log of `store_id` in this object's SQLite.
+    pub fn new(storage: Storage, store_id: &StoreId, checkpoint: ContextRow) -> Self {
+        DoSqliteEventLog {
+            hot: EventsHot {
+                sql: storage.sql(),
+                storage: Rc::new(storage),
+                table: store_id.table_name().into(),
+                checkpoint,
+                tally: Rc::default(),
+            },
+            store_id: store_id.as_str().to_owned(),
+            ready: Cell::new(false),
+            index: RefCell::default(),
+            any_cold: Rc::default(),
+            cold: None,
+            moving: Rc::default(),
+            garbage: Rc::new(Cell::new(true)),
+        }
+    }
+
+    /// The log with a cold tier: full segments move there under `policy`.
+    pub fn with_cold(mut self, cold: Option<(R2Cold, SegmentPolicy)>) -> Self {
+        self.cold = cold.map(|(cold, policy)| (Rc::new(cold), policy));
+        self
+    }
+
+    /// What moves the log's oldest events to the cold tier, when it has one.
+    pub fn compactor(&self) -> Option<Compactor> {
+        let (cold, policy) = self.cold.clone()?;
+        // A deleted log keeps its index open (its garbage is collected), and is not created
+        // again for it.
+        let open = self.index.borrow().clone();
+        let index = match open {
+            Some(index) => index,
+            None => {
+                self.ensure_ready().ok()?;
+                self.index.borrow().clone()?
+            }
+        };
+        Some(Compactor {
+            hot: self.hot.clone(),
+            index,
+            cold,
+            policy,
+            any_cold: self.any_cold.clone(),
+            moving: self.moving.clone(),
+            garbage: self.garbage.clone(),
+        })
+    }
+
+    fn ensure_ready(&self) -> Result<(), StorageError> {
+        if !self.ready.get() {
+            let sql = &self.hot.sql;
+            sql.exec(&sql::create_event_log(&self.hot.table), None)
+                .map_err(sql_error("create table"))?;
+            sql.exec(CREATE_CONTEXT, None)
+                .map_err(sql_error("create context"))?;
+            sql.exec(
+                &sql::create_head_trigger(&self.hot.table, &self.store_id),
+                None,
+            )
+            .map_err(sql_error("create head trigger"))?;
+            let index = ColdIndex::open(sql.clone(), "ls_segments", "ls_cold_garbage")?;
+            self.any_cold.set(index.tail()?.is_some());
+            *self.index.borrow_mut() = Some(index);
+            self.ready.set(true);
+        }
+        Ok(())
+    }
+
+    fn index(&self) -> Result<ColdIndex, StorageError> {
+        self.ensure_ready()?;
+        self.index
+            .borrow()
+            .clone()
+            .ok_or_else(|| StorageError("the cold index is not open".into()))
+    }
+
+    fn query<T: serde::de::DeserializeOwned>(
+        &self,
+        query: &str,
+        params: &[SqlValue],
+    ) -> Result<Vec<T>, StorageError> {
+        self.ensure_ready()?;
+        self.hot.query(query, params)
+    }
+}
+
+impl DoSqliteEventLog {
+    /// `(events, bytes)` of the store's log, both tiers (admin).
+    pub fn stats(&self) -> Result<(u64, u64), StorageError> {
+        self.ensure_ready()?;
+        let (events, bytes) = self.hot.stats()?;
+        let cold = self.cold_stats()?;
+        Ok((events + cold.messages, bytes + cold.bytes))
+    }
+
+    /// The cold tier's figures (admin).
+    pub fn cold_stats(&self) -> Result<ColdStats, StorageError> {
+        self.index()?.stats()
+    }
+
+    /// How many objects the bucket holds for this store (admin; 0 without a cold tier, at most
+    /// 1,000 counted).
+    pub async fn cold_objects(&self) -> Result<u64, StorageError> {
+        match &self.cold {
+            Some((cold, _)) => Ok(cold.count(1_000).await? as u64),
+            None => Ok(0),
+        }
+    }
+
+    /// Drops the store's table, its head trigger with it, and its segments (admin delete; their
+    /// objects go at the next collection, see [`Self::compactor`]).
+    pub fn delete(&self) -> Result<(), StorageError> {
+        let index = self.index()?;
+        let sql = self.hot.sql.clone();
+        let table = self.hot.table.clone();
+        super::transaction::transaction(&self.hot.storage, move || {
+            sql.exec(&sql::drop_table(&table), None)
+                .map_err(sql_error("drop"))?;
+            index.discard_all()
+        })?;
+        self.emptied();
+        self.ready.set(false);
+        Ok(())
+    }
+
+    /// Removes every event, both tiers (admin reset).
+    pub fn clear(&self) -> Result<(), StorageError> {
+        let index = self.index()?;
+        let sql = self.hot.sql.clone();
+        let table = self.hot.table.clone();
+        super::transaction::transaction(&self.hot.storage, move || {
+            sql.exec(&sql::clear(&table), None)
+                .map_err(sql_error("clear"))?;
+            index.discard_all()
+        })?;
+        self.emptied();
+        Ok(())
+    }
+
+    fn emptied(&self) {
+        self.hot.tally.set(Some((0, 0)));
+        self.any_cold.set(false);
+        self.garbage.set(true);
+    }
+}
+
+impl LogStore for DoSqliteEventLog {
+    type Entry = StoredEvent;
+    type Header = ();
+
+    async fn load(&self) -> Result<Loaded<()>, StorageError> {
+        let rows: Vec<MaxRow> = self.query(&sql::select_max_seq(&self.hot.table), &[])?;
+        let hot = rows.into_iter().next().map_or(Ok(None), MaxRow::into_seq)?;
+        let cold = if self.any_cold.get() {
+            self.index()?.tail()?
+        } else {
+            None
+        };
+        let tail = hot.max(cold).unwrap_or(SeqNum::ROOT);
+        // The trigger keeps the checkpoint with the inserts; repair it for data written before
+        // the trigger existed (or by a server without one).
+        self.hot.checkpoint.repair(tail)?;
+        Ok(Loaded {
+            header: Some(()),
+            tail,
+        })
+    }
+
+    async fn read(
+        &self,
+        after: SeqNum,
+        upto: SeqNum,
+        budget: Budget,
+    ) -> Result<Vec<StoredEvent>, StorageError> {
+        self.ensure_ready()?;
+        if self.any_cold.get() {
+            let segments = self.index()?.segments(after, upto)?;
+            if !segments.is_empty() {
+                let (cold, _) = self.cold.as_ref().ok_or_else(|| {
+                    StorageError(format!(
+                        "this store has cold segments: it needs the {} bucket and cold_segments",
+                        super::r2::SEGMENTS_BINDING
+                    ))
+                })?;
+                let hot =
+                    |after, upto, budget| std::future::ready(self.hot.read(after, upto, budget));
+                return read_stitched(
+                    cold.as_ref(),
+                    &segments,
+                    super::event_frame::decode,
+                    hot,
+                    after,
+                    upto,
+                    budget,
+                )
+                .await;
+            }
+        }
+        self.hot.read(after, upto, budget)
+    }
 
     async fn count(&self, after: SeqNum, upto: SeqNum) -> Result<u64, StorageError> {
-        let rows: Vec<CountRow> = self.query(
-            &sql::count_range(&self.table),
-            &[
-                SqlValue::Integer(after.get()),
-                SqlValue::Integer(upto.get()),
-            ],
-        )?;
-        Ok(rows.into_iter().next().map_or(0, CountRow::into_count))
+        self.ensure_ready()?;
+        let cold = if self.any_cold.get() {
+            self.index()?.count(after, upto)?
+        } else {
+            0
+        };
+        Ok(self.hot.count(after, upto)? + cold)
     }
 
     async fn producer(&self, _id: &str) -> Result<Option<ProducerState>, StorageError> {
@@ -311,7 +603,7 @@ impl LogStore for DoSqliteEventLog {
             ));
         }
         self.ensure_ready()?;
-        let statements = sql::insert_events(&self.table, commit.entries)?;
+        let statements = sql::insert_events(&self.hot.table, commit.entries)?;
         let exec = |sql: &SqlStorage, statement: &sql::Statement| {
             let params: Vec<SqlStorageValue> = statement.params.iter().map(to_sql).collect();
             sql.exec(&statement.sql, params)
@@ -320,12 +612,19 @@ impl LogStore for DoSqliteEventLog {
         };
         // One statement (almost every push) is atomic by itself, head trigger included.
         if let [statement] = statements.as_slice() {
-            exec(&self.sql, statement)?;
+            exec(&self.hot.sql, statement)?;
         } else {
-            let sql = self.sql.clone();
-            super::transaction::transaction(&self.storage, move || {
+            let sql = self.hot.sql.clone();
+            super::transaction::transaction(&self.hot.storage, move || {
                 statements.iter().try_for_each(|s| exec(&sql, s))
             })?;
+        }
+        if let Some((events, bytes)) = self.hot.tally.get() {
+            let added: u64 = commit.entries.iter().map(|e| e.size() as u64).sum();
+            self.hot.tally.set(Some((
+                events + commit.entries.len() as u64,
+                bytes.saturating_add(added),
+            )));
         }
         crate::faults::crash_point(CrashPoint::SqliteAfterInsert).await;
         Ok(())

@@ -1,5 +1,6 @@
-//! The cold tier in an R2 bucket (binding `SEGMENTS`): each stream object's segments under its
-//! own prefix (the object's id), so two streams never share a key.
+//! The cold tier in an R2 bucket (binding `SEGMENTS`): each object's segments under its own
+//! prefix (`ds/` for streams, `ls/` for LiveStore stores, then the object's id), so two logs never
+//! share a key.
 
 use crate::storage::segments::ColdTier;
 use crate::stream::StorageError;
@@ -8,7 +9,7 @@ use worker::Bucket;
 /// The binding of the bucket that holds cold segments; without it streams stay whole in SQLite.
 pub const SEGMENTS_BINDING: &str = "SEGMENTS";
 
-/// One stream object's part of the bucket.
+/// One object's part of the bucket.
 pub struct R2Cold {
     bucket: Bucket,
     prefix: String,
@@ -19,11 +20,11 @@ fn failed(what: &'static str) -> impl Fn(worker::Error) -> StorageError {
 }
 
 impl R2Cold {
-    /// The part of `bucket` under `prefix/`.
-    pub fn new(bucket: Bucket, prefix: &str) -> R2Cold {
+    /// The part of `bucket` under `kind/object/`.
+    pub fn new(bucket: Bucket, kind: &str, object: &str) -> R2Cold {
         R2Cold {
             bucket,
-            prefix: format!("ds/{prefix}/"),
+            prefix: format!("{kind}/{object}/"),
         }
     }
 

@@ -7,7 +7,7 @@
 //! pending before writing it, so a move cut short at any point leaves at most an object no index
 //! names, which [`collect`] deletes later; its rows stay until the index names the segment.
 
-use crate::stream::{Budget, Message, SeqNum, StorageError};
+use crate::stream::{Budget, Entry, Message, SeqNum, StorageError};
 
 /// When the oldest messages make a full segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,9 +102,9 @@ fn needed(segments: &[Segment], after: SeqNum, upto: SeqNum, budget: Budget) -> 
     }
 }
 
-/// The key of the segment `first..=last` of the stream incarnation `incarnation` (its creation
-/// time): a stream deleted and created again never reuses a key.
-pub fn segment_key(incarnation: u64, first: SeqNum, last: SeqNum) -> String {
+/// The key of the segment `first..=last` of the log incarnation `incarnation` (a stream's creation
+/// time, a store's backend id): a log deleted and created again never reuses a key.
+pub fn segment_key(incarnation: impl std::fmt::Display, first: SeqNum, last: SeqNum) -> String {
     format!("{incarnation}/{:016x}-{:016x}", first.get(), last.get())
 }
 
@@ -161,27 +161,34 @@ pub fn frames(mut bytes: &[u8]) -> impl Iterator<Item = Result<(SeqNum, &[u8]), 
 /// The messages of frames; an error if they are not frames.
 pub fn decode_messages(bytes: &[u8]) -> Result<Vec<Message>, StorageError> {
     frames(bytes)
-        .map(|frame| frame.map(|(seq, data)| Message::new(seq, data.to_vec())))
+        .map(|frame| frame.and_then(|(seq, data)| message_of(seq, data)))
         .collect()
 }
 
-/// Messages `(after, upto]` within `budget`, from `segments` (those of the index that overlap,
-/// in order) and then the hot rows (`hot` reads `(after, upto]` within a budget). A hot read
-/// that does not continue where the segments ended (a move ran meanwhile) is left for the next
-/// read.
-pub async fn read_stitched<C: ColdTier, F, Fut>(
+/// A frame as a message (a stream's segments hold messages as they are).
+pub fn message_of(seq: SeqNum, data: &[u8]) -> Result<Message, StorageError> {
+    Ok(Message::new(seq, data.to_vec()))
+}
+
+/// Entries `(after, upto]` within `budget`, from `segments` (those of the index that overlap,
+/// in order; `decode` turns a frame into an entry) and then the hot rows (`hot` reads
+/// `(after, upto]` within a budget). A hot read that does not continue where the segments ended
+/// (a move ran meanwhile) is left for the next read.
+pub async fn read_stitched<E: Entry, C: ColdTier, D, F, Fut>(
     cold: &C,
     segments: &[Segment],
+    decode: D,
     hot: F,
     after: SeqNum,
     upto: SeqNum,
     budget: Budget,
-) -> Result<Vec<Message>, StorageError>
+) -> Result<Vec<E>, StorageError>
 where
+    D: Fn(SeqNum, &[u8]) -> Result<E, StorageError>,
     F: FnOnce(SeqNum, SeqNum, Budget) -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<Message>, StorageError>>,
+    Fut: std::future::Future<Output = Result<Vec<E>, StorageError>>,
 {
-    let mut out: Vec<Message> = Vec::new();
+    let mut out: Vec<E> = Vec::new();
     let mut bytes = 0usize;
     let mut reached = after;
     let segments = needed(segments, after, upto, budget);
@@ -207,7 +214,7 @@ where
             }
             bytes = bytes.saturating_add(data.len());
             reached = seq;
-            out.push(Message::new(seq, data.to_vec()));
+            out.push(decode(seq, data)?);
         }
         if expected != segment.last.get().saturating_add(1) {
             return Err(corrupt());
@@ -226,16 +233,16 @@ where
     let rows = hot(reached, upto, if out.is_empty() { budget } else { rest }).await?;
     let continues = rows
         .first()
-        .is_some_and(|m| m.seq.get() == reached.get().saturating_add(1));
+        .is_some_and(|e| e.seq().get() == reached.get().saturating_add(1));
     if continues {
-        for message in rows {
+        for entry in rows {
             // Only what fits whole once something was read: the first row of a read is taken
             // however large.
-            if !out.is_empty() && !budget.admits(out.len(), bytes, message.data.len()) {
+            if !out.is_empty() && !budget.admits(out.len(), bytes, entry.size()) {
                 break;
             }
-            bytes = bytes.saturating_add(message.data.len());
-            out.push(message);
+            bytes = bytes.saturating_add(entry.size());
+            out.push(entry);
         }
     }
     Ok(out)
@@ -331,6 +338,7 @@ mod tests {
         block_on(read_stitched(
             cold,
             segments,
+            message_of,
             hot_read,
             seq(after),
             seq(upto),
@@ -427,6 +435,7 @@ mod tests {
         let got = block_on(read_stitched(
             &cold,
             &segments,
+            message_of,
             hot_read,
             seq(0),
             seq(25),
@@ -439,6 +448,7 @@ mod tests {
         let got = block_on(read_stitched(
             &cold,
             &segments,
+            message_of,
             hot_read,
             seq(0),
             seq(25),
@@ -456,6 +466,7 @@ mod tests {
         let got = block_on(read_stitched(
             &cold,
             &segments,
+            message_of,
             hot_read,
             seq(0),
             seq(25),

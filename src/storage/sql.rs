@@ -137,6 +137,16 @@ pub fn stats(table: &str) -> String {
     format!("SELECT COUNT(*) AS c, COALESCE(SUM({STORED_SIZE}), 0) AS b FROM {table}")
 }
 
+/// Positions and sizes (as reads budget them) of the oldest `?1` events: columns `s`, `b`.
+pub fn oldest(table: &str) -> String {
+    format!("SELECT seqNum AS s, {STORED_SIZE} AS b FROM {table} ORDER BY seqNum LIMIT ?1")
+}
+
+/// Removes the events `[?1, ?2]` (moved to the cold tier).
+pub fn delete_range(table: &str) -> String {
+    format!("DELETE FROM {table} WHERE seqNum >= ?1 AND seqNum <= ?2")
+}
+
 /// Removes every event of `table` (a store reset that clears its log).
 pub fn clear(table: &str) -> String {
     format!("DELETE FROM {table}")

@@ -6,11 +6,10 @@
 //! ([`SqliteStreamStore::compact`]); the index of segments lives here, and reads stitch the
 //! tiers (see [`super::segments`]).
 
+use super::cold_index::{as_u64, compact, int, ColdIndex, HotLog};
 use super::do_sqlite::sql_error;
 use super::r2::R2Cold;
-use super::segments::{
-    encode_messages, read_stitched, segment_key, ColdTier, Segment, SegmentPolicy,
-};
+use super::segments::{encode_messages, message_of, read_stitched, SegmentPolicy};
 use crate::durable_streams::meta::{ClosedBy, ForkInfo, Meta, StreamMeta};
 use crate::faults::CrashPoint;
 use crate::stream::producer::ProducerState;
@@ -25,14 +24,7 @@ use worker::{SqlStorage, SqlStorageValue, Storage};
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS ds_meta (id INTEGER PRIMARY KEY CHECK (id = 1), meta TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS ds_messages (seq INTEGER PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS ds_producers (id TEXT PRIMARY KEY, epoch INTEGER NOT NULL, last_seq INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS ds_producers_updated ON ds_producers (updated_ms);
-CREATE TABLE IF NOT EXISTS ds_segments (first INTEGER PRIMARY KEY, last INTEGER NOT NULL, key TEXT NOT NULL, messages INTEGER NOT NULL, bytes INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS ds_segments_last ON ds_segments (last);
-CREATE TABLE IF NOT EXISTS ds_cold_garbage (key TEXT PRIMARY KEY);";
-
-/// Segments that hold messages of `(?1, ?2]`, in order (a read takes at most a budget: the
-/// first few are enough).
-const SEGMENTS: &str = "SELECT first, last, key, bytes FROM ds_segments WHERE last > ?1 AND first <= ?2 ORDER BY first LIMIT 16";
+CREATE INDEX IF NOT EXISTS ds_producers_updated ON ds_producers (updated_ms);";
 
 /// Messages `(?1, ?2]`, at most `?3`; read through a lazy cursor that stops at the byte budget.
 const READ: &str =
@@ -40,22 +32,6 @@ const READ: &str =
 
 /// Messages per insert statement (two bound values each, under SQLite's limits).
 const INSERT_ROWS: usize = 50;
-
-/// Safe integers (positions, epochs, times) as SQLite integers: exact.
-fn int(value: u64) -> SqlStorageValue {
-    SqlStorageValue::Integer(i64::try_from(value).unwrap_or(i64::MAX))
-}
-
-fn as_u64(value: &SqlStorageValue) -> Option<u64> {
-    match value {
-        SqlStorageValue::Integer(i) => u64::try_from(*i).ok(),
-        SqlStorageValue::Float(f) if f.is_finite() && *f >= 0.0 && f.fract() == 0.0 => {
-            // Integral and non-negative; SQLite integers read back through JS numbers.
-            Some(*f as u64)
-        }
-        _ => None,
-    }
-}
 
 /// The metadata as versions before forks read through their source kept it: one stream's fields
 /// at the top level, its message count as `tail`, and the inherited messages copied into the
@@ -124,6 +100,7 @@ fn decode_meta(text: &str) -> Result<Meta, StorageError> {
 pub struct SqliteStreamStore {
     storage: Rc<Storage>,
     sql: SqlStorage,
+    index: ColdIndex,
     cold: Option<Rc<R2Cold>>,
     policy: SegmentPolicy,
     /// Messages and bytes in the hot table, once counted; commits and moves keep it.
@@ -132,25 +109,18 @@ pub struct SqliteStreamStore {
     moving: Rc<Cell<bool>>,
 }
 
-/// Cold-tier figures of a stream (admin).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ColdStats {
-    pub segments: u64,
-    pub messages: u64,
-    pub bytes: u64,
-    /// Objects written and not yet deleted that no segment names (cut-short moves, deleted
-    /// streams).
-    pub garbage: u64,
-}
+pub use super::cold_index::ColdStats;
 
 impl SqliteStreamStore {
     /// Opens the store, creating its tables if needed.
     pub fn open(storage: Storage) -> Result<SqliteStreamStore, StorageError> {
         let sql = storage.sql();
         sql.exec(SCHEMA, None).map_err(sql_error("create tables"))?;
+        let index = ColdIndex::open(sql.clone(), "ds_segments", "ds_cold_garbage")?;
         Ok(SqliteStreamStore {
             storage: Rc::new(storage),
             sql,
+            index,
             cold: None,
             policy: SegmentPolicy::default(),
             hot: Rc::default(),
@@ -199,23 +169,7 @@ impl SqliteStreamStore {
 
     /// The cold tier's figures (admin).
     pub fn cold_stats(&self) -> Result<ColdStats, StorageError> {
-        let cursor = self.exec(
-            "SELECT COUNT(*), COALESCE(SUM(messages), 0), COALESCE(SUM(bytes), 0), (SELECT COUNT(*) FROM ds_cold_garbage) FROM ds_segments",
-            vec![],
-            "cold stats",
-        )?;
-        let row = match cursor.raw().next() {
-            Some(row) => row.map_err(sql_error("cold stats row"))?,
-            None => return Ok(ColdStats::default()),
-        };
-        let mut values = row.iter().map(|v| as_u64(v).unwrap_or(0));
-        let mut next = || values.next().unwrap_or(0);
-        Ok(ColdStats {
-            segments: next(),
-            messages: next(),
-            bytes: next(),
-            garbage: next(),
-        })
+        self.index.stats()
     }
 
     /// `(messages, bytes)` in the hot table (admin).
@@ -283,42 +237,6 @@ impl SqliteStreamStore {
         }))
     }
 
-    /// The segments that hold messages of `(after, upto]`, in order.
-    fn segments(&self, after: SeqNum, upto: SeqNum) -> Result<Vec<Segment>, StorageError> {
-        let cursor = self.exec(
-            SEGMENTS,
-            vec![int(after.get()), int(upto.get())],
-            "read segments",
-        )?;
-        let mut segments = Vec::new();
-        for row in cursor.raw() {
-            let row = row.map_err(sql_error("segment row"))?;
-            let position = |i: usize| row.get(i).and_then(as_u64).and_then(SeqNum::new);
-            let (Some(first), Some(last), Some(SqlStorageValue::String(key))) =
-                (position(0), position(1), row.get(2))
-            else {
-                return Err(StorageError("a malformed segment row".into()));
-            };
-            segments.push(Segment {
-                first,
-                last,
-                key: key.clone(),
-                bytes: row.get(3).and_then(as_u64).unwrap_or(0),
-            });
-        }
-        Ok(segments)
-    }
-
-    /// Messages and bytes in the hot table.
-    fn hot_tally(&self) -> Result<(u64, u64), StorageError> {
-        if let Some(tally) = self.hot.get() {
-            return Ok(tally);
-        }
-        let tally = self.stats()?;
-        self.hot.set(Some(tally));
-        Ok(tally)
-    }
-
     /// Moves the oldest full segments to the cold tier, and first deletes the objects no segment
     /// names any more. Does nothing without a cold tier, or while another call runs. Returns the
     /// segments moved.
@@ -329,157 +247,21 @@ impl SqliteStreamStore {
         if self.moving.replace(true) {
             return Ok(0);
         }
-        let moved = self.compact_with(&cold).await;
+        let moved = async {
+            self.index.collect(cold.as_ref()).await?;
+            compact(
+                &self.index,
+                self,
+                cold.as_ref(),
+                self.policy,
+                &self.storage,
+                CrashPoint::StreamColdAfterPut,
+            )
+            .await
+        }
+        .await;
         self.moving.set(false);
         moved
-    }
-
-    async fn compact_with(&self, cold: &R2Cold) -> Result<usize, StorageError> {
-        // Garbage: keys of deleted streams' segments and of moves cut short. No move runs now,
-        // so none of them is being written.
-        loop {
-            let garbage: Vec<String> = self
-                .exec(
-                    "SELECT key FROM ds_cold_garbage LIMIT 100",
-                    vec![],
-                    "read garbage",
-                )?
-                .raw()
-                .filter_map(|row| match row.ok()?.into_iter().next() {
-                    Some(SqlStorageValue::String(key)) => Some(key),
-                    _ => None,
-                })
-                .collect();
-            if garbage.is_empty() {
-                break;
-            }
-            for key in garbage {
-                cold.delete(&key).await?;
-                self.exec(
-                    "DELETE FROM ds_cold_garbage WHERE key = ?",
-                    vec![SqlStorageValue::String(key)],
-                    "collect garbage",
-                )?;
-            }
-        }
-        let mut moved = 0;
-        loop {
-            let Some(incarnation) = self
-                .meta()?
-                .and_then(|meta| meta.stream)
-                .map(|stream| stream.created_ms)
-            else {
-                return Ok(moved);
-            };
-            let (messages, bytes) = self.hot_tally()?;
-            if !self.policy.due(messages, bytes) {
-                return Ok(moved);
-            }
-            let limit = self.policy.messages.max(1);
-            let oldest: Vec<(SeqNum, u64)> = self
-                .exec(
-                    "SELECT seq, length(data) FROM ds_messages ORDER BY seq LIMIT ?",
-                    vec![int(limit)],
-                    "oldest messages",
-                )?
-                .raw()
-                .filter_map(|row| {
-                    let row = row.ok()?;
-                    Some((
-                        row.first().and_then(as_u64).and_then(SeqNum::new)?,
-                        row.get(1).and_then(as_u64)?,
-                    ))
-                })
-                .collect();
-            let (Some(&(first, _)), Some(last)) =
-                (oldest.first(), self.policy.full_segment(&oldest))
-            else {
-                return Ok(moved);
-            };
-            let rows = self.read_hot(
-                SeqNum::new(first.get() - 1).unwrap_or(SeqNum::ROOT),
-                last,
-                Budget {
-                    rows: usize::MAX,
-                    bytes: usize::MAX,
-                },
-            )?;
-            let count = rows.len() as u64;
-            let size: u64 = rows.iter().map(|m| m.data.len() as u64).sum();
-            let key = segment_key(incarnation, first, last);
-            // Named as garbage before it exists: a move cut short anywhere leaves nothing behind
-            // that the next collection does not delete.
-            self.exec(
-                "INSERT OR IGNORE INTO ds_cold_garbage (key) VALUES (?)",
-                vec![SqlStorageValue::String(key.clone())],
-                "note pending segment",
-            )?;
-            cold.put(&key, encode_messages(&rows)).await?;
-            crate::faults::crash_point(CrashPoint::StreamColdAfterPut).await;
-            let store = self.clone();
-            let record = key.clone();
-            super::transaction::transaction(&self.storage, move || {
-                store.record_segment(incarnation, first, last, &record, count, size)
-            })?;
-            if let Some((messages, bytes)) = self.hot.get() {
-                self.hot.set(Some((
-                    messages.saturating_sub(count),
-                    bytes.saturating_sub(size),
-                )));
-            }
-            moved += 1;
-        }
-    }
-
-    /// The commit of a move, in its transaction: the segment enters the index and its rows
-    /// leave, unless the stream changed meanwhile (deleted, or deleted and created again).
-    fn record_segment(
-        &self,
-        incarnation: u64,
-        first: SeqNum,
-        last: SeqNum,
-        key: &str,
-        count: u64,
-        bytes: u64,
-    ) -> Result<(), StorageError> {
-        let current = self
-            .meta()?
-            .and_then(|meta| meta.stream)
-            .map(|stream| stream.created_ms);
-        let present = self
-            .first_u64_with(
-                "SELECT COUNT(*) FROM ds_messages WHERE seq >= ? AND seq <= ?",
-                vec![int(first.get()), int(last.get())],
-                "count moving rows",
-            )?
-            .unwrap_or(0);
-        if current != Some(incarnation) || present != count {
-            return Err(StorageError(
-                "the stream changed while its segment moved: the move is dropped".into(),
-            ));
-        }
-        self.exec(
-            "INSERT INTO ds_segments (first, last, key, messages, bytes) VALUES (?, ?, ?, ?, ?)",
-            vec![
-                int(first.get()),
-                int(last.get()),
-                SqlStorageValue::String(key.to_owned()),
-                int(count),
-                int(bytes),
-            ],
-            "record segment",
-        )?;
-        self.exec(
-            "DELETE FROM ds_messages WHERE seq >= ? AND seq <= ?",
-            vec![int(first.get()), int(last.get())],
-            "drop moved rows",
-        )?;
-        self.exec(
-            "DELETE FROM ds_cold_garbage WHERE key = ?",
-            vec![SqlStorageValue::String(key.to_owned())],
-            "segment recorded",
-        )?;
-        Ok(())
     }
 
     fn meta(&self) -> Result<Option<Meta>, StorageError> {
@@ -499,12 +281,7 @@ impl SqliteStreamStore {
             self.exec("DELETE FROM ds_messages", vec![], "clear messages")?;
             self.exec("DELETE FROM ds_producers", vec![], "clear producers")?;
             // The segments go with their stream: their objects are deleted after the commit.
-            self.exec(
-                "INSERT OR IGNORE INTO ds_cold_garbage (key) SELECT key FROM ds_segments",
-                vec![],
-                "discard segments",
-            )?;
-            self.exec("DELETE FROM ds_segments", vec![], "clear segments")?;
+            self.index.discard_all()?;
         }
         for rows in commit.entries.chunks(INSERT_ROWS) {
             let placeholders = vec!["(?, ?)"; rows.len()].join(", ");
@@ -563,6 +340,82 @@ impl SqliteStreamStore {
     }
 }
 
+impl HotLog for SqliteStreamStore {
+    fn incarnation(&self) -> Result<Option<String>, StorageError> {
+        Ok(self
+            .meta()?
+            .and_then(|meta| meta.stream)
+            .map(|stream| stream.created_ms.to_string()))
+    }
+
+    fn hot_tally(&self) -> Result<(u64, u64), StorageError> {
+        if let Some(tally) = self.hot.get() {
+            return Ok(tally);
+        }
+        let tally = self.stats()?;
+        self.hot.set(Some(tally));
+        Ok(tally)
+    }
+
+    fn oldest(&self, limit: u64) -> Result<Vec<(SeqNum, u64)>, StorageError> {
+        Ok(self
+            .exec(
+                "SELECT seq, length(data) FROM ds_messages ORDER BY seq LIMIT ?",
+                vec![int(limit)],
+                "oldest messages",
+            )?
+            .raw()
+            .filter_map(|row| {
+                let row = row.ok()?;
+                Some((
+                    row.first().and_then(as_u64).and_then(SeqNum::new)?,
+                    row.get(1).and_then(as_u64)?,
+                ))
+            })
+            .collect())
+    }
+
+    fn frames(&self, first: SeqNum, last: SeqNum) -> Result<(Vec<u8>, u64), StorageError> {
+        let rows = self.read_hot(
+            SeqNum::new(first.get() - 1).unwrap_or(SeqNum::ROOT),
+            last,
+            Budget {
+                rows: usize::MAX,
+                bytes: usize::MAX,
+            },
+        )?;
+        Ok((encode_messages(&rows), rows.len() as u64))
+    }
+
+    fn present(&self, first: SeqNum, last: SeqNum) -> Result<u64, StorageError> {
+        Ok(self
+            .first_u64_with(
+                "SELECT COUNT(*) FROM ds_messages WHERE seq >= ? AND seq <= ?",
+                vec![int(first.get()), int(last.get())],
+                "count moving rows",
+            )?
+            .unwrap_or(0))
+    }
+
+    fn delete_hot(&self, first: SeqNum, last: SeqNum) -> Result<(), StorageError> {
+        self.exec(
+            "DELETE FROM ds_messages WHERE seq >= ? AND seq <= ?",
+            vec![int(first.get()), int(last.get())],
+            "drop moved rows",
+        )?;
+        Ok(())
+    }
+
+    fn moved(&self, count: u64, bytes: u64) {
+        if let Some((messages, size)) = self.hot.get() {
+            self.hot.set(Some((
+                messages.saturating_sub(count),
+                size.saturating_sub(bytes),
+            )));
+        }
+    }
+}
+
 impl LogStore for SqliteStreamStore {
     type Entry = Message;
     type Header = Meta;
@@ -573,10 +426,7 @@ impl LogStore for SqliteStreamStore {
         let hot = self
             .first_u64("SELECT MAX(seq) FROM ds_messages", "read tail")?
             .and_then(SeqNum::new);
-        let cold = self
-            .first_u64("SELECT MAX(last) FROM ds_segments", "read cold tail")?
-            .and_then(SeqNum::new);
-        let last = hot.max(cold);
+        let last = hot.max(self.index.tail()?);
         Ok(Loaded {
             header,
             tail: last.map_or(base, |last| last.max(base)),
@@ -589,7 +439,7 @@ impl LogStore for SqliteStreamStore {
         upto: SeqNum,
         budget: Budget,
     ) -> Result<Vec<Message>, StorageError> {
-        let segments = self.segments(after, upto)?;
+        let segments = self.index.segments(after, upto)?;
         if segments.is_empty() {
             return self.read_hot(after, upto, budget);
         }
@@ -600,7 +450,16 @@ impl LogStore for SqliteStreamStore {
             ))
         })?;
         let hot = |after, upto, budget| std::future::ready(self.read_hot(after, upto, budget));
-        read_stitched(cold.as_ref(), &segments, hot, after, upto, budget).await
+        read_stitched(
+            cold.as_ref(),
+            &segments,
+            message_of,
+            hot,
+            after,
+            upto,
+            budget,
+        )
+        .await
     }
 
     async fn count(&self, after: SeqNum, upto: SeqNum) -> Result<u64, StorageError> {
@@ -611,15 +470,7 @@ impl LogStore for SqliteStreamStore {
                 "count messages",
             )?
             .unwrap_or(0);
-        // Segments hold contiguous positions: their overlap is arithmetic.
-        let cold = self
-            .first_u64_with(
-                "SELECT COALESCE(SUM(MIN(last, ?2) - MAX(first - 1, ?1)), 0) FROM ds_segments WHERE last > ?1 AND first <= ?2",
-                vec![int(after.get()), int(upto.get())],
-                "count cold messages",
-            )?
-            .unwrap_or(0);
-        Ok(hot + cold)
+        Ok(hot + self.index.count(after, upto)?)
     }
 
     async fn producer(&self, id: &str) -> Result<Option<ProducerState>, StorageError> {

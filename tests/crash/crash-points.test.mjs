@@ -21,11 +21,14 @@
 //   its rows are all still in SQLite and its key is noted as garbage; after the restart the stream
 //   reads the same, the orphan object is deleted and the segment moved again, nothing lost or
 //   read twice.
+// - `store-cold-after-put` (DO SQLite pass, SYNC_COLD_SEGMENTS): the same for a LiveStore store's
+//   events: after the restart the real client pulls every event once, the orphan is collected and
+//   the segment moved again.
 
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { createJsonStream, logRows, producerAppend, readJsonStream, storedHead } from '../support/crash-harness.mjs'
 import { clientPool, eventsOf } from '../support/livestore-client.mjs'
-import { makeEvents, normalizeEvent, uniqueStoreId, waitFor } from '../support/util.mjs'
+import { eventlogTable, makeEvents, normalizeEvent, uniqueStoreId, waitFor } from '../support/util.mjs'
 import { E2E_STORAGE, startFaultsWorker } from '../support/worker.mjs'
 
 const TEST_TIMEOUT_MS = 180_000
@@ -36,7 +39,10 @@ const pool = clientPool()
 
 beforeAll(async () => {
   // Cold segments of 10 messages, so that a few appends move one (the other tests append fewer).
-  worker = await startFaultsWorker({ name: `crash-points-${E2E_STORAGE}`, vars: { DS_SEGMENT_MESSAGES: '10' } })
+  worker = await startFaultsWorker({
+    name: `crash-points-${E2E_STORAGE}`,
+    vars: { DS_SEGMENT_MESSAGES: '10', SYNC_COLD_SEGMENTS: 'true' },
+  })
 })
 
 afterAll(async () => {
@@ -101,6 +107,46 @@ test(`a crash between the event-log insert and the head update (${LOG_POINT}) lo
   expect(rows.map((r) => r.parentSeqNum)).toEqual([0, 1, 2, 3, 4, 5])
   expect(await storedHead(worker, storeId)).toBe(6)
 }, TEST_TIMEOUT_MS)
+
+// Stores kept in DO SQLite only: D1 tables stay whole (registered in the DO SQLite pass only).
+const describeDoSqlite = E2E_STORAGE === 'do-sqlite' ? describe : () => {}
+
+describeDoSqlite('LiveStore cold segments', () => {
+  test('a crash between the R2 write of a store segment and its index (store-cold-after-put) loses and duplicates nothing', async () => {
+    const url = `${worker.url}/sync`
+    const storeId = uniqueStoreId('crash-store-cold')
+    const opts = { clientId: 'cold', sessionId: 'cold-session' }
+    const client = await pool.open({ url, storeId, clientId: 'cold' })
+    const cold = async () =>
+      (
+        await worker.doSql(storeId, {
+          sql: `SELECT (SELECT COUNT(*) FROM "${eventlogTable(storeId)}") AS hot, (SELECT COUNT(*) FROM ls_segments) AS segments, (SELECT COUNT(*) FROM ls_cold_garbage) AS garbage`,
+        })
+      ).rows[0]
+    await client.push(makeEvents(1, 5, opts))
+    await arm({ point: 'store-cold-after-put', store: storeId })
+    // The push is stored; the move after it stalls between the R2 write and the index.
+    await crashAt('store-cold-after-put', () => client.push(makeEvents(6, 12, opts)))
+    expect(await cold(), 'every event still in the table, the key noted as garbage').toEqual({ hot: 12, segments: 0, garbage: 1 })
+
+    await worker.start()
+    const fresh = await pool.open({ url, storeId, clientId: 'fresh' })
+    expect(eventsOf(await fresh.pullAll()).map(normalizeEvent)).toEqual(makeEvents(1, 12, opts).map(normalizeEvent))
+    // The next push collects the orphan and moves the segment again.
+    await fresh.push(makeEvents(13, 14, { clientId: 'fresh', sessionId: 'fresh-session' }))
+    const deadline = Date.now() + 30_000
+    let after = await cold()
+    while (after.segments === 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 200))
+      after = await cold()
+    }
+    expect(after, 'the orphan collected, the segment moved again').toEqual({ hot: 4, segments: 1, garbage: 0 })
+    const again = await pool.open({ url, storeId, clientId: 'again' })
+    const all = eventsOf(await again.pullAll())
+    expect(all.map((e) => e.seqNum)).toEqual(Array.from({ length: 14 }, (_, i) => i + 1))
+    expect(all.slice(0, 12).map(normalizeEvent)).toEqual(makeEvents(1, 12, opts).map(normalizeEvent))
+  }, TEST_TIMEOUT_MS)
+})
 
 // Stream objects always keep their data in their own SQLite (SYNC_STORAGE does not apply), so these
 // run in the D1 pass only (not registered at all in the DO SQLite pass, where a skip would count as
