@@ -25,6 +25,7 @@ fn var(env: &Env, name: &str) -> Option<String> {
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    crate::cf::usage::count(|u| u.worker_requests += 1);
     if crate::cf::stream_object::is_stream_path(&req.path()) {
         return crate::cf::stream_object::worker_fetch(req, &env).await;
     }

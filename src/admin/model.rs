@@ -229,3 +229,31 @@ mod tests {
         );
     }
 }
+
+/// What an isolate has served since it started, as Cloudflare bills it (see `cf::usage`).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    /// Requests the Worker answered.
+    pub worker_requests: u64,
+    /// Requests to Durable Objects: fetches (the Worker's forwards and bridge sockets opened)
+    /// and DO-RPC calls.
+    pub object_requests: u64,
+    /// WebSocket messages objects received (billed as requests at 20:1).
+    pub object_ws_messages: u64,
+    /// Object instances started: first use, and every wake-up after hibernation or eviction.
+    pub object_starts: u64,
+    /// Reads the Worker answered from the edge cache, without an object.
+    pub cache_hits: u64,
+}
+
+impl Usage {
+    /// Nothing served yet.
+    pub const ZERO: Usage = Usage {
+        worker_requests: 0,
+        object_requests: 0,
+        object_ws_messages: 0,
+        object_starts: 0,
+        cache_hits: 0,
+    };
+}

@@ -38,6 +38,8 @@ pub enum AdminRoute {
     /// A stream, by its full path (`/v1/stream/…`).
     StreamInfo(String),
     DeleteStream(String),
+    /// What this isolate has served since it started.
+    Usage,
 }
 
 impl AdminRoute {
@@ -73,6 +75,9 @@ pub fn parse(method: &str, path: &str, query: &str) -> Result<AdminRoute, AdminE
     let params = Params::new(query);
     if rest == "stores" {
         return only(method, "GET", AdminRoute::ListStores(params.list()?));
+    }
+    if rest == "usage" {
+        return only(method, "GET", AdminRoute::Usage);
     }
     if rest == "streams" {
         return only(method, "GET", AdminRoute::ListStreams(params.list()?));
@@ -220,6 +225,12 @@ mod tests {
                 after: None,
                 limit: DEFAULT_LIMIT
             }))
+        );
+        assert_eq!(parse("GET", "/admin/api/usage", ""), Ok(AdminRoute::Usage));
+        assert!(AdminRoute::Usage.needs_secret());
+        assert_eq!(
+            parse("POST", "/admin/api/usage", "").unwrap_err().status,
+            405
         );
         for limit in ["0", "1001", "x"] {
             let e = parse("GET", "/admin/api/stores", &format!("limit={limit}")).unwrap_err();

@@ -110,6 +110,7 @@ impl AdminApi {
                 Ok(Response::empty()?.with_status(308).with_headers(headers))
             }
             AdminRoute::Dashboard => dashboard(),
+            AdminRoute::Usage => Response::from_json(&super::usage::snapshot()),
             AdminRoute::ListStores(query) => self.list_stores(env, &query).await,
             AdminRoute::StoreInfo(id)
             | AdminRoute::DeleteStore(id)

@@ -53,6 +53,7 @@ impl CachedRead {
         let Some(hit) = Cache::default().get(key.as_str(), false).await? else {
             return Ok(None);
         };
+        super::usage::count(|u| u.cache_hits += 1);
         let headers = self.outgoing_headers(hit.headers(), CacheStatus::Hit)?;
         if not_modified(
             self.if_none_match.as_deref(),

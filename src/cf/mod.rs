@@ -51,6 +51,7 @@ mod store_stream;
 pub mod stream_object;
 mod subscriptions;
 mod sync_object;
+pub(crate) mod usage;
 mod worker;
 mod ws;
 

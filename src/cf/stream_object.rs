@@ -395,6 +395,7 @@ pub struct StreamsObject {
 
 impl StreamsObject {
     pub fn new(state: State, env: Env) -> StreamsObject {
+        super::usage::count(|u| u.object_starts += 1);
         let config = stream_config(&env);
         let fan_out = Rc::new(FanOut::default());
         let bridged = FanOut::readers(&state) > 0;
@@ -435,6 +436,7 @@ impl StreamsObject {
     }
 
     pub async fn fetch(&self, req: Request) -> Result<Response> {
+        super::usage::count(|u| u.object_requests += 1);
         match self.serve(req).await {
             Ok(response) => Ok(response),
             Err(e) => plain(500, &e.to_string()),

@@ -76,6 +76,7 @@ impl Bridged for Inner {
 impl SyncBackendObject {
     /// The object for `state`, configured with `options`.
     pub fn new(state: State, env: Env, options: SyncObjectOptions) -> Self {
+        super::usage::count(|u| u.object_starts += 1);
         // Clients ping every few seconds; answer without waking the object.
         if let Ok(pair) = WebSocketRequestResponsePair::new(PING, PONG) {
             state.set_websocket_auto_response(&pair);
@@ -102,6 +103,7 @@ impl SyncBackendObject {
     /// Handles a request forwarded by the Worker: a WebSocket upgrade, an HTTP RPC call, or a
     /// read of the store's log as a Durable Stream.
     pub async fn fetch(&self, mut req: Request) -> Result<Response> {
+        super::usage::count(|u| u.object_requests += 1);
         if req.path() == BRIDGE_PATH {
             return super::store_stream::bridge(&self.inner, &req).await;
         }
@@ -178,6 +180,7 @@ impl SyncBackendObject {
         ws: WebSocket,
         message: WebSocketIncomingMessage,
     ) -> Result<()> {
+        super::usage::count(|u| u.object_ws_messages += 1);
         match message {
             WebSocketIncomingMessage::String(text) if text.len() > MAX_FRAME_BYTES => {
                 let reason = format!(
@@ -232,6 +235,7 @@ impl SyncBackendObject {
     /// the JSON of its RPC messages: a string (`{"stream":false,"messages":[…]}`) or a
     /// `ReadableStream` of message JSON strings (see `cf::do_rpc`).
     pub async fn rpc(&self, requests_json: &str) -> JsValue {
+        super::usage::count(|u| u.object_requests += 1);
         super::do_rpc::serve(&self.inner, requests_json).await
     }
 }

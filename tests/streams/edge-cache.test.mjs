@@ -45,6 +45,23 @@ const info = async (path) => {
 }
 
 describe('edge cache', () => {
+  test("the admin API's usage counts what was served: Worker requests, object requests, cache hits", async () => {
+    const usage = async () => {
+      const res = await call('/admin/api/usage', { headers: { authorization: `Bearer ${ADMIN}` } })
+      expect(res.status, res.text).toBe(200)
+      return JSON.parse(res.text)
+    }
+    const path = await longStream('usage')
+    const before = await usage()
+    expect((await call(`${path}?offset=-1`)).cache).toBe('MISS')
+    for (let i = 0; i < 5; i++) expect((await call(`${path}?offset=-1`)).cache).toBe('HIT')
+    const after = await usage()
+    const delta = Object.fromEntries(Object.keys(after).map((k) => [k, after[k] - before[k]]))
+    // The read that missed went to the object; the five hits did not; the second usage call counts too.
+    expect(delta).toMatchObject({ workerRequests: 7, objectRequests: 1, cacheHits: 5, objectWsMessages: 0 })
+    expect(after.objectStarts).toBeGreaterThanOrEqual(1)
+  }, 60_000)
+
   test('a mid-stream catch-up is kept and answered again without the object', async () => {
     const path = await longStream('mid')
     const first = await call(`${path}?offset=-1`)
