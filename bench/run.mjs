@@ -31,6 +31,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { startWorker } from '../tests/support/worker.mjs'
 import { cpuDelta, cpuSnapshot, findServer, listeningPorts, makeMeter } from '../tests/support/procs.mjs'
+import { streamsCost } from './lib/cost.mjs'
 import { computeRatios, formatTable, perOp } from './lib/report.mjs'
 import { round, sleep } from './lib/stats.mjs'
 import { streamsCatchUp, streamsConcurrent, streamsLongPoll, streamsSequential, streamsSse } from './lib/streams-scenarios.mjs'
@@ -140,6 +141,8 @@ const SCENARIOS = [
   { name: 'streams-sse-300', capS: 12, streams: true, run: (ctx) => streamsSse(ctx, { readers: 300, appends: 200 }) },
   { name: 'streams-sse-1000', capS: 12, streams: true, run: (ctx) => streamsSse(ctx, { readers: 1_000, appends: 200, drainMs: 30_000 }) },
   { name: 'streams-long-poll', capS: 12, streams: true, run: (ctx) => streamsLongPoll(ctx, { readers: 100, appends: 200 }) },
+  // What Cloudflare would bill, from our Worker's own usage counts (the reference has none).
+  { name: 'streams-cost', capS: 90, streams: true, needsAdmin: true, run: (ctx) => streamsCost(ctx) },
 ]
 // Run order: fan-out-500 first, on a freshly started worker, because it also takes the memory
 // figure (workerd RSS with its 500 sockets open and idle, before its pushes), whose baseline
@@ -171,7 +174,8 @@ const targetTokens = only.filter((t) => TARGETS.some((x) => matches(x.name, t)))
 const scenarioTokens = only.filter((t) => SCENARIOS.some((x) => matches(x.name, t)))
 const targets = TARGETS.filter((t) => targetTokens.length === 0 || targetTokens.some((tok) => matches(t.name, tok)))
 const scenarios = RUN_ORDER.filter((s) => scenarioTokens.length === 0 || scenarioTokens.some((tok) => matches(s.name, tok)))
-const applies = (scenario, target) => (target.streamsOnly ? scenario.streams : !scenario.streams || target.streams)
+const applies = (scenario, target) =>
+  (target.streamsOnly ? scenario.streams : !scenario.streams || target.streams) && (!scenario.needsAdmin || target.adminSecret !== undefined)
 
 // A subset run writes its own file and keeps the last full run's bench.json, whose figures give
 // the ratios for targets it did not run (marked * in the table).

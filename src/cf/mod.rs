@@ -37,6 +37,7 @@
 //! ```
 
 pub mod admin;
+mod coalesce;
 mod do_rpc;
 mod edge_cache;
 mod http;

@@ -13,7 +13,7 @@ use crate::admin::model::{ProducerInfo, StreamInfo};
 use crate::durable_streams::create::MAX_APPEND_BYTES;
 use crate::durable_streams::http::Response as DsResponse;
 use crate::durable_streams::platform::{AcquireRequest, Clock, Config, ForkPoint, Platform};
-use crate::durable_streams::read::Sse;
+use crate::durable_streams::read::{ReadQuery, Sse};
 use crate::durable_streams::stream::{Outcome, Stream};
 use crate::storage::r2::{R2Cold, SEGMENTS_BINDING};
 use crate::storage::segments::{decode_messages, encode_messages, SegmentPolicy};
@@ -153,6 +153,11 @@ async fn route_stream(req: Request, env: &Env) -> Result<Response> {
         Err(e) => worker::console_warn!("edge cache lookup: {e}"),
     }
     let method = req.method();
+    let req_path_query = (
+        path.clone(),
+        req.url()?.query().unwrap_or_default().to_owned(),
+    );
+    let if_none_match = req.headers().has("if-none-match")?;
     let forwarded = async {
         let stub = env
             .durable_object(STREAMS_BINDING)?
@@ -171,10 +176,33 @@ async fn route_stream(req: Request, env: &Env) -> Result<Response> {
         }
         cached.finish(response).await
     };
-    match forwarded.await {
+    let answered = match coalesced_key(&req_path_query, &method, if_none_match, reach.as_deref()) {
+        Some(key) => {
+            // A long-poll's answer comes within its wait, and a little more.
+            let patience_ms = stream_config(env).long_poll_ms.saturating_add(5_000);
+            super::coalesce::shared(&key, patience_ms, || forwarded).await
+        }
+        None => forwarded.await,
+    };
+    match answered {
         Ok(response) => Ok(response),
         Err(e) => plain(500, &format!("stream object failed: {e}")),
     }
+}
+
+/// The key under which long-poll reads share one request to the object (see
+/// [`super::coalesce`]): the edge cache's key of the read, for unconditional long-polls only.
+fn coalesced_key(
+    (path, query): &(String, String),
+    method: &Method,
+    if_none_match: bool,
+    reach: Option<&str>,
+) -> Option<String> {
+    let long_poll = ReadQuery::parse(query).live.as_deref() == Some("long-poll");
+    if !long_poll || if_none_match {
+        return None;
+    }
+    crate::durable_streams::edge_cache::cache_key(method.as_ref(), path, query, reach)
 }
 
 /// An event stream's response: `events` is its body, one chunk of events at a time.

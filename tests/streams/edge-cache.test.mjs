@@ -44,13 +44,14 @@ const info = async (path) => {
   return JSON.parse(res.text)
 }
 
+const usage = async () => {
+  const res = await call('/admin/api/usage', { headers: { authorization: `Bearer ${ADMIN}` } })
+  expect(res.status, res.text).toBe(200)
+  return JSON.parse(res.text)
+}
+
 describe('edge cache', () => {
   test("the admin API's usage counts what was served: Worker requests, object requests, cache hits", async () => {
-    const usage = async () => {
-      const res = await call('/admin/api/usage', { headers: { authorization: `Bearer ${ADMIN}` } })
-      expect(res.status, res.text).toBe(200)
-      return JSON.parse(res.text)
-    }
     const path = await longStream('usage')
     const before = await usage()
     expect((await call(`${path}?offset=-1`)).cache).toBe('MISS')
@@ -60,6 +61,27 @@ describe('edge cache', () => {
     // The read that missed went to the object; the five hits did not; the second usage call counts too.
     expect(delta).toMatchObject({ workerRequests: 7, objectRequests: 1, cacheHits: 5, objectWsMessages: 0 })
     expect(after.objectStarts).toBeGreaterThanOrEqual(1)
+  }, 60_000)
+
+  test('long-poll readers waiting at one position share one request to the object', async () => {
+    const path = fresh('coalesced')
+    expect((await call(path, { method: 'PUT', headers: json })).status).toBe(201)
+    const tail = (await call(path, { method: 'HEAD' })).headers.get('stream-next-offset')
+    const before = await usage()
+    const waiting = Array.from({ length: 20 }, () => call(`${path}?offset=${tail}&live=long-poll`))
+    await sleep(500)
+    expect((await call(path, { method: 'POST', body: JSON.stringify([{ n: 1 }]), headers: json })).status).toBeLessThan(300)
+    const answers = await Promise.all(waiting)
+    for (const a of answers) {
+      expect(a.status).toBe(200)
+      expect(JSON.parse(a.text)).toEqual([{ n: 1 }])
+      expect(a.headers.get('stream-next-offset')).toBe(answers[0].headers.get('stream-next-offset'))
+      expect(a.headers.get('stream-cursor')).toBe(answers[0].headers.get('stream-cursor'))
+    }
+    const after = await usage()
+    // One long-poll and the append reached the object, not twenty long-polls.
+    expect(after.objectRequests - before.objectRequests).toBe(2)
+    expect(after.workerRequests - before.workerRequests).toBe(22)
   }, 60_000)
 
   test('a mid-stream catch-up is kept and answered again without the object', async () => {
