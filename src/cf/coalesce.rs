@@ -13,7 +13,7 @@ use std::rc::Rc;
 use std::time::Duration;
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
-use worker::{Delay, Headers, Response, Result};
+use worker::{Date, Delay, Headers, Response, Result};
 
 /// An answer as every reader of its key gets it.
 struct Answer {
@@ -49,6 +49,11 @@ impl Answer {
 /// A read under way: where its answer will be, and how to tell each reader waiting for it.
 #[derive(Default)]
 struct UnderWay {
+    /// Which read it is (a later read of the key may replace one that never ended).
+    id: u64,
+    /// When it started: a read older than the readers' patience is taken as lost (the runtime
+    /// abandons a request whose client left without running what would end it).
+    started_ms: u64,
     answer: Rc<RefCell<Option<Rc<Answer>>>>,
     /// The `resolve` of a promise each waiting reader made in its own request: the runtime runs
     /// what follows in that request, which then builds its response there (a response built in
@@ -63,25 +68,41 @@ thread_local! {
 
 /// Ends a key's read however it ends: its waiters hear whether an answer is there, and a read
 /// dropped midway (its client went away) lets them go to read for themselves.
-struct Lead<'a>(&'a str);
+struct Lead<'a> {
+    key: &'a str,
+    id: u64,
+}
 
-impl Lead<'_> {
-    fn finish(&self, answer: Option<Rc<Answer>>) {
-        let Some(under_way) = UNDER_WAY.with(|all| all.borrow_mut().remove(self.0)) else {
-            return;
-        };
-        let answered = answer.is_some();
-        *under_way.answer.borrow_mut() = answer;
-        for resolve in under_way.waiters {
-            let _ = resolve.call1(&JsValue::NULL, &JsValue::from_bool(answered));
+/// Removes the read `id` of `key` (if it is still the one under way) and tells its waiters.
+fn finish(key: &str, id: u64, answer: Option<Rc<Answer>>) {
+    let ended = UNDER_WAY.with(|all| {
+        let mut all = all.borrow_mut();
+        match all.get(key) {
+            Some(under_way) if under_way.id == id => all.remove(key),
+            _ => None,
         }
+    });
+    if let Some(under_way) = ended {
+        tell(under_way, answer);
+    }
+}
+
+fn tell(under_way: UnderWay, answer: Option<Rc<Answer>>) {
+    let answered = answer.is_some();
+    *under_way.answer.borrow_mut() = answer;
+    for resolve in under_way.waiters {
+        let _ = resolve.call1(&JsValue::NULL, &JsValue::from_bool(answered));
     }
 }
 
 impl Drop for Lead<'_> {
     fn drop(&mut self) {
-        self.finish(None);
+        finish(self.key, self.id, None);
     }
+}
+
+thread_local! {
+    static NEXT_ID: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// The answer to the read `key` names: `read`'s, or a copy of the one under way if it comes
@@ -91,36 +112,53 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<Response>>,
 {
-    let joined = UNDER_WAY.with(|all| {
+    let now = Date::now().as_millis();
+    let (id, joined, replaced) = UNDER_WAY.with(|all| {
         let mut all = all.borrow_mut();
-        match all.get_mut(key) {
-            Some(under_way) => {
+        if let Some(under_way) = all.get_mut(key) {
+            if now.saturating_sub(under_way.started_ms) <= patience_ms {
                 let mut resolver = None;
                 let promise = js_sys::Promise::new(&mut |resolve, _| resolver = Some(resolve));
                 under_way.waiters.extend(resolver);
-                Some((promise, under_way.answer.clone()))
-            }
-            None => {
-                all.insert(key.to_owned(), UnderWay::default());
-                None
+                let joined = (promise, under_way.answer.clone());
+                return (under_way.id, Some(joined), None);
             }
         }
+        let id = NEXT_ID.with(|next| {
+            let id = next.get().wrapping_add(1);
+            next.set(id);
+            id
+        });
+        let fresh = UnderWay {
+            id,
+            started_ms: now,
+            ..UnderWay::default()
+        };
+        (id, None, all.insert(key.to_owned(), fresh))
     });
+    if let Some(lost) = replaced {
+        tell(lost, None);
+    }
     if let Some((told, answer)) = joined {
         // The runtime ends a request that waits on nothing of its own as hung: a timer of this
         // request's keeps it waiting (it then reads for itself, which a long-poll never needs).
         let timer = Delay::from(Duration::from_millis(patience_ms));
-        if let Either::Left((Ok(answered), _)) = select(JsFuture::from(told), timer).await {
-            let answer = answer.borrow().clone();
-            if let (Some(true), Some(answer)) = (answered.as_bool(), answer) {
-                return answer.response();
+        match select(JsFuture::from(told), timer).await {
+            Either::Left((Ok(answered), _)) => {
+                let answer = answer.borrow().clone();
+                if let (Some(true), Some(answer)) = (answered.as_bool(), answer) {
+                    return answer.response();
+                }
             }
+            // The read it waited for never ended: it is lost, and goes.
+            Either::Right(_) => finish(key, id, None),
+            Either::Left((Err(_), _)) => {}
         }
-        // The read it waited for failed or was dropped: it reads for itself.
+        // The read it waited for failed or was lost: it reads for itself.
         return read().await;
     }
-    let lead = Lead(key);
+    let lead = Lead { key, id };
     let answer = Rc::new(Answer::read(read().await?).await?);
-    lead.finish(Some(answer.clone()));
+    finish(lead.key, lead.id, Some(answer.clone()));
     answer.response()
 }

@@ -245,6 +245,8 @@ async fn delete(inner: &Inner, store_id: &StoreId) -> std::result::Result<String
             .sockets
             .close_all(&inner.state, CLOSE_RESTART, "the store was deleted")
             + FanOut::end_all(&inner.state, "the store was deleted");
+    // The deleted store's cold objects go after the answer.
+    super::sync_object::compact_later(&inner.state, &backend);
     inner
         .subscriptions
         .clear()

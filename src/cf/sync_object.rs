@@ -22,7 +22,7 @@ use crate::livestore::wire::{
     Rpc, SyncError, CLOSE_MESSAGE_TOO_BIG, MAX_FRAME_BYTES, PING, PONG,
 };
 use crate::storage::d1::D1EventLog;
-use crate::storage::do_sqlite::{ContextRow, DoSqliteEventLog};
+use crate::storage::do_sqlite::{ColdFlags, ContextRow, DoSqliteEventLog};
 use crate::storage::engine::EventStore;
 use crate::storage::r2::{R2Cold, SEGMENTS_BINDING};
 use std::cell::RefCell;
@@ -56,6 +56,8 @@ pub(super) struct Inner {
     pub fan_out: Rc<FanOut>,
     /// When this instance of the object started (again after each eviction).
     pub woke_ms: u64,
+    /// The cold tier's state of the store's log, whichever instance of it runs.
+    cold_flags: Rc<ColdFlags>,
     /// This, for the tasks it starts (weak: they must not keep an evicted instance alive).
     me: Weak<Inner>,
 }
@@ -95,6 +97,7 @@ impl SyncBackendObject {
                 stream_config,
                 fan_out: Rc::default(),
                 woke_ms: worker::Date::now().as_millis(),
+                cold_flags: Rc::default(),
                 me: me.clone(),
             }),
         }
@@ -299,7 +302,13 @@ impl Inner {
                     }
                 });
                 EventStore::DoSqlite(
-                    DoSqliteEventLog::new(self.state.storage(), store_id, context).with_cold(cold),
+                    DoSqliteEventLog::new(
+                        self.state.storage(),
+                        store_id,
+                        context,
+                        self.cold_flags.clone(),
+                    )
+                    .with_cold(cold),
                 )
             }
         };

@@ -33,6 +33,25 @@ pub(crate) fn as_u64(value: &SqlStorageValue) -> Option<u64> {
     }
 }
 
+/// Rows of `(position, size)`, as [`HotLog::oldest`] gives them.
+pub(crate) fn positions_and_sizes(cursor: worker::SqlCursor) -> Vec<(SeqNum, u64)> {
+    cursor
+        .raw()
+        .filter_map(|row| {
+            let row = row.ok()?;
+            Some((
+                row.first().and_then(as_u64).and_then(SeqNum::new)?,
+                row.get(1).and_then(as_u64)?,
+            ))
+        })
+        .collect()
+}
+
+/// The position before `first` (where a read of `first..` starts).
+pub(crate) fn before(first: SeqNum) -> SeqNum {
+    SeqNum::new(first.get().saturating_sub(1)).unwrap_or(SeqNum::ROOT)
+}
+
 /// Cold-tier figures of a log (admin).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ColdStats {

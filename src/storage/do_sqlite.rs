@@ -3,7 +3,7 @@
 //! oldest events may move to the cold tier (`SyncObjectOptions::cold_segments`; the index is
 //! `ls_segments`, see [`super::cold_index`]).
 
-use super::cold_index::{as_u64, compact, int, ColdIndex, ColdStats, HotLog};
+use super::cold_index::{before, compact, int, positions_and_sizes, ColdIndex, ColdStats, HotLog};
 use super::r2::R2Cold;
 use super::segments::{encode_messages, read_stitched, SegmentPolicy};
 use super::sql::{self, CountRow, MaxRow, SqlValue, CREATE_CONTEXT};
@@ -162,13 +162,30 @@ pub struct DoSqliteEventLog {
     /// The cold index, opened with the table (it may hold segments even with the cold tier off
     /// now: reads then fail rather than skip them).
     index: RefCell<Option<ColdIndex>>,
-    /// Whether any segment exists: reads of a log that never moved skip the index.
-    any_cold: Rc<Cell<bool>>,
     cold: Option<(Rc<R2Cold>, SegmentPolicy)>,
+    flags: Rc<ColdFlags>,
+}
+
+/// What every log instance of one object shares about its cold tier (a reset opens another
+/// instance while the old one's move may still run).
+#[derive(Debug)]
+pub struct ColdFlags {
+    /// Whether any segment exists: reads of a log that never moved skip the index.
+    any_cold: Cell<bool>,
     /// A move or collection is under way.
-    moving: Rc<Cell<bool>>,
-    /// Objects may wait for deletion (after a wake-up, a reset, a delete).
-    garbage: Rc<Cell<bool>>,
+    moving: Cell<bool>,
+    /// Objects may wait for deletion (after a wake-up, a reset, a delete, a failed move).
+    garbage: Cell<bool>,
+}
+
+impl Default for ColdFlags {
+    fn default() -> Self {
+        ColdFlags {
+            any_cold: Cell::new(false),
+            moving: Cell::new(false),
+            garbage: Cell::new(true),
+        }
+    }
 }
 
 fn to_sql(value: &SqlValue) -> SqlStorageValue {
@@ -189,6 +206,7 @@ struct EventsHot {
     checkpoint: ContextRow,
     /// Events and bytes in the table, once counted; commits and moves keep it.
     tally: Rc<Cell<Option<(u64, u64)>>>,
+    flags: Rc<ColdFlags>,
 }
 
 impl EventsHot {
@@ -279,20 +297,11 @@ impl HotLog for EventsHot {
             .sql
             .exec(&sql::oldest(&self.table), vec![int(limit)])
             .map_err(sql_error("oldest events"))?;
-        Ok(cursor
-            .raw()
-            .filter_map(|row| {
-                let row = row.ok()?;
-                Some((
-                    row.first().and_then(as_u64).and_then(SeqNum::new)?,
-                    row.get(1).and_then(as_u64)?,
-                ))
-            })
-            .collect())
+        Ok(positions_and_sizes(cursor))
     }
 
     fn frames(&self, first: SeqNum, last: SeqNum) -> Result<(Vec<u8>, u64), StorageError> {
-        let after = SeqNum::new(first.get().saturating_sub(1)).unwrap_or(SeqNum::ROOT);
+        let after = before(first);
         let all = Budget {
             rows: usize::MAX,
             bytes: usize::MAX,
@@ -306,7 +315,7 @@ impl HotLog for EventsHot {
     }
 
     fn present(&self, first: SeqNum, last: SeqNum) -> Result<u64, StorageError> {
-        let after = SeqNum::new(first.get().saturating_sub(1)).unwrap_or(SeqNum::ROOT);
+        let after = before(first);
         self.count(after, last)
     }
 
@@ -321,6 +330,8 @@ impl HotLog for EventsHot {
     }
 
     fn moved(&self, count: u64, bytes: u64) {
+        // At once: the next read must look in the index, whatever the rest of the run does.
+        self.flags.any_cold.set(true);
         if let Some((events, size)) = self.tally.get() {
             self.tally.set(Some((
                 events.saturating_sub(count),
@@ -336,26 +347,24 @@ pub struct Compactor {
     index: ColdIndex,
     cold: Rc<R2Cold>,
     policy: SegmentPolicy,
-    any_cold: Rc<Cell<bool>>,
-    moving: Rc<Cell<bool>>,
-    garbage: Rc<Cell<bool>>,
 }
 
 impl Compactor {
     /// Deletes what no segment names any more, then moves the full segments there are.
     /// Returns the segments moved; does nothing while another run is under way.
     pub async fn run(self) -> Result<usize, StorageError> {
+        let flags = &self.hot.flags;
         let (events, bytes) = self.hot.hot_tally()?;
-        if !self.garbage.get() && !self.policy.due(events, bytes) {
+        if !flags.garbage.get() && !self.policy.due(events, bytes) {
             return Ok(0);
         }
-        if self.moving.replace(true) {
+        if flags.moving.replace(true) {
             return Ok(0);
         }
         let moved = async {
-            if self.garbage.get() {
+            if flags.garbage.get() {
                 self.index.collect(self.cold.as_ref()).await?;
-                self.garbage.set(false);
+                flags.garbage.set(false);
             }
             let storage = self.hot.storage.clone();
             compact(
@@ -369,17 +378,24 @@ impl Compactor {
             .await
         }
         .await;
-        self.moving.set(false);
-        if moved.as_ref().is_ok_and(|n| *n > 0) {
-            self.any_cold.set(true);
+        flags.moving.set(false);
+        if moved.is_err() {
+            // A move cut short left its key in the garbage.
+            flags.garbage.set(true);
         }
         moved
     }
 }
 
 impl DoSqliteEventLog {
-    /// The log of `store_id` in this object's SQLite.
-    pub fn new(storage: Storage, store_id: &StoreId, checkpoint: ContextRow) -> Self {
+    /// The log of `store_id` in this object's SQLite; `flags` are the object's (one per object,
+    /// shared by the instances a reset makes).
+    pub fn new(
+        storage: Storage,
+        store_id: &StoreId,
+        checkpoint: ContextRow,
+        flags: Rc<ColdFlags>,
+    ) -> Self {
         DoSqliteEventLog {
             hot: EventsHot {
                 sql: storage.sql(),
@@ -387,14 +403,13 @@ impl DoSqliteEventLog {
                 table: store_id.table_name().into(),
                 checkpoint,
                 tally: Rc::default(),
+                flags: flags.clone(),
             },
             store_id: store_id.as_str().to_owned(),
             ready: Cell::new(false),
             index: RefCell::default(),
-            any_cold: Rc::default(),
             cold: None,
-            moving: Rc::default(),
-            garbage: Rc::new(Cell::new(true)),
+            flags,
         }
     }
 
@@ -422,9 +437,6 @@ impl DoSqliteEventLog {
             index,
             cold,
             policy,
-            any_cold: self.any_cold.clone(),
-            moving: self.moving.clone(),
-            garbage: self.garbage.clone(),
         })
     }
 
@@ -441,7 +453,9 @@ impl DoSqliteEventLog {
             )
             .map_err(sql_error("create head trigger"))?;
             let index = ColdIndex::open(sql.clone(), "ls_segments", "ls_cold_garbage")?;
-            self.any_cold.set(index.tail()?.is_some());
+            if index.tail()?.is_some() {
+                self.flags.any_cold.set(true);
+            }
             *self.index.borrow_mut() = Some(index);
             self.ready.set(true);
         }
@@ -521,8 +535,8 @@ impl DoSqliteEventLog {
 
     fn emptied(&self) {
         self.hot.tally.set(Some((0, 0)));
-        self.any_cold.set(false);
-        self.garbage.set(true);
+        self.flags.any_cold.set(false);
+        self.flags.garbage.set(true);
     }
 }
 
@@ -533,7 +547,7 @@ impl LogStore for DoSqliteEventLog {
     async fn load(&self) -> Result<Loaded<()>, StorageError> {
         let rows: Vec<MaxRow> = self.query(&sql::select_max_seq(&self.hot.table), &[])?;
         let hot = rows.into_iter().next().map_or(Ok(None), MaxRow::into_seq)?;
-        let cold = if self.any_cold.get() {
+        let cold = if self.flags.any_cold.get() {
             self.index()?.tail()?
         } else {
             None
@@ -555,7 +569,7 @@ impl LogStore for DoSqliteEventLog {
         budget: Budget,
     ) -> Result<Vec<StoredEvent>, StorageError> {
         self.ensure_ready()?;
-        if self.any_cold.get() {
+        if self.flags.any_cold.get() {
             let segments = self.index()?.segments(after, upto)?;
             if !segments.is_empty() {
                 let (cold, _) = self.cold.as_ref().ok_or_else(|| {
@@ -583,7 +597,7 @@ impl LogStore for DoSqliteEventLog {
 
     async fn count(&self, after: SeqNum, upto: SeqNum) -> Result<u64, StorageError> {
         self.ensure_ready()?;
-        let cold = if self.any_cold.get() {
+        let cold = if self.flags.any_cold.get() {
             self.index()?.count(after, upto)?
         } else {
             0

@@ -6,7 +6,7 @@
 //! ([`SqliteStreamStore::compact`]); the index of segments lives here, and reads stitch the
 //! tiers (see [`super::segments`]).
 
-use super::cold_index::{as_u64, compact, int, ColdIndex, HotLog};
+use super::cold_index::{as_u64, before, compact, int, positions_and_sizes, ColdIndex, HotLog};
 use super::do_sqlite::sql_error;
 use super::r2::R2Cold;
 use super::segments::{encode_messages, message_of, read_stitched, SegmentPolicy};
@@ -358,26 +358,17 @@ impl HotLog for SqliteStreamStore {
     }
 
     fn oldest(&self, limit: u64) -> Result<Vec<(SeqNum, u64)>, StorageError> {
-        Ok(self
-            .exec(
-                "SELECT seq, length(data) FROM ds_messages ORDER BY seq LIMIT ?",
-                vec![int(limit)],
-                "oldest messages",
-            )?
-            .raw()
-            .filter_map(|row| {
-                let row = row.ok()?;
-                Some((
-                    row.first().and_then(as_u64).and_then(SeqNum::new)?,
-                    row.get(1).and_then(as_u64)?,
-                ))
-            })
-            .collect())
+        let cursor = self.exec(
+            "SELECT seq, length(data) FROM ds_messages ORDER BY seq LIMIT ?",
+            vec![int(limit)],
+            "oldest messages",
+        )?;
+        Ok(positions_and_sizes(cursor))
     }
 
     fn frames(&self, first: SeqNum, last: SeqNum) -> Result<(Vec<u8>, u64), StorageError> {
         let rows = self.read_hot(
-            SeqNum::new(first.get() - 1).unwrap_or(SeqNum::ROOT),
+            before(first),
             last,
             Budget {
                 rows: usize::MAX,
