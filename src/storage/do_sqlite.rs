@@ -4,6 +4,7 @@
 //! `ls_segments`, see [`super::cold_index`]).
 
 use super::cold_index::{before, compact, int, positions_and_sizes, ColdIndex, ColdStats, HotLog};
+pub use super::context::ContextRow;
 use super::r2::R2Cold;
 use super::segments::{encode_messages, read_stitched, SegmentPolicy};
 use super::sql::{self, CountRow, MaxRow, SqlValue, CREATE_CONTEXT};
@@ -14,143 +15,13 @@ use crate::stream::producer::ProducerState;
 use crate::stream::{
     Budget, Commit, Entry, HeaderWrite, Loaded, LogStore, Message, SeqNum, StorageError,
 };
-use serde::Deserialize;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use worker::{SqlStorage, SqlStorageValue, Storage};
 
-/// One store's `context_7` row: its backend id and head checkpoint.
-#[derive(Clone)]
-pub struct ContextRow {
-    sql: SqlStorage,
-    store_id: String,
-    backend_id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Context {
-    current_head: f64,
-    backend_id: String,
-}
-
 /// Maps a failed SQL call on an object's SQLite to a storage error naming what it did.
 pub(crate) fn sql_error(context: &str) -> impl Fn(worker::Error) -> StorageError + '_ {
     move |e| StorageError(format!("DO SQLite {context}: {e}"))
-}
-
-impl ContextRow {
-    /// Opens (creating if needed) the row of `store_id`; a new row gets the backend id from
-    /// `new_backend_id` and head 0.
-    pub fn open(
-        sql: SqlStorage,
-        store_id: &str,
-        new_backend_id: impl FnOnce() -> String,
-    ) -> Result<ContextRow, StorageError> {
-        sql.exec(CREATE_CONTEXT, None)
-            .map_err(sql_error("create"))?;
-        let mut row = ContextRow {
-            sql,
-            store_id: store_id.to_owned(),
-            backend_id: String::new(),
-        };
-        match row.read()? {
-            Some(context) => row.backend_id = context.backend_id,
-            None => {
-                row.backend_id = new_backend_id();
-                row.save(SeqNum::ROOT)?;
-            }
-        }
-        Ok(row)
-    }
-
-    /// Whether `store_id` has a row: whether this object ever served the store.
-    pub fn exists(sql: &SqlStorage, store_id: &str) -> Result<bool, StorageError> {
-        sql.exec(CREATE_CONTEXT, None)
-            .map_err(sql_error("create"))?;
-        let row = ContextRow {
-            sql: sql.clone(),
-            store_id: store_id.to_owned(),
-            backend_id: String::new(),
-        };
-        Ok(row.read()?.is_some())
-    }
-
-    /// Removes the row of `store_id` (admin delete).
-    pub fn delete(sql: &SqlStorage, store_id: &str) -> Result<(), StorageError> {
-        sql.exec(CREATE_CONTEXT, None)
-            .map_err(sql_error("create"))?;
-        sql.exec(
-            r#"DELETE FROM "context_7" WHERE "storeId" = ?"#,
-            vec![SqlStorageValue::from(store_id.to_owned())],
-        )
-        .map_err(sql_error("delete"))?;
-        Ok(())
-    }
-
-    /// Gives the store a new backend id (admin reset), its head now `head`.
-    pub fn renew(&self, backend_id: String, head: SeqNum) -> Result<ContextRow, StorageError> {
-        let renewed = ContextRow {
-            backend_id,
-            ..self.clone()
-        };
-        renewed.save(head)?;
-        Ok(renewed)
-    }
-
-    /// The backend id of this store.
-    pub fn backend_id(&self) -> &str {
-        &self.backend_id
-    }
-
-    /// The backend id the row holds now (another after a reset; `None` once deleted).
-    pub fn current_backend_id(&self) -> Result<Option<String>, StorageError> {
-        Ok(self.read()?.map(|context| context.backend_id))
-    }
-
-    fn read(&self) -> Result<Option<Context>, StorageError> {
-        let rows: Vec<Context> = self
-            .sql
-            .exec(
-                r#"SELECT "currentHead", "backendId" FROM "context_7" WHERE "storeId" = ?"#,
-                vec![SqlStorageValue::from(self.store_id.clone())],
-            )
-            .map_err(sql_error("read"))?
-            .to_array()
-            .map_err(sql_error("decode"))?;
-        Ok(rows.into_iter().next())
-    }
-}
-
-impl ContextRow {
-    /// The saved head, if any.
-    pub fn load(&self) -> Result<Option<SeqNum>, StorageError> {
-        Ok(self.read()?.and_then(|c| SeqNum::from_f64(c.current_head)))
-    }
-
-    /// Saves the head if the saved one differs from `head` (taken from the entries).
-    pub fn repair(&self, head: SeqNum) -> Result<(), StorageError> {
-        if self.load()? != Some(head) {
-            self.save(head)?;
-        }
-        Ok(())
-    }
-
-    /// Saves the head.
-    pub fn save(&self, head: SeqNum) -> Result<(), StorageError> {
-        self.sql
-            .exec(
-                r#"INSERT OR REPLACE INTO "context_7" ("storeId", "currentHead", "backendId") VALUES (?, ?, ?)"#,
-                vec![
-                    SqlStorageValue::from(self.store_id.clone()),
-                    // Safe integer (SeqNum), so the i64 is exact.
-                    SqlStorageValue::from(head.get() as i64),
-                    SqlStorageValue::from(self.backend_id.clone()),
-                ],
-            )
-            .map_err(sql_error("save head"))?;
-        Ok(())
-    }
 }
 
 /// One store's event log in the Durable Object's SQLite. Its head checkpoint (`context_7`)

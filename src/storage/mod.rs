@@ -13,6 +13,8 @@ pub mod sql;
 #[cfg(target_arch = "wasm32")]
 pub mod cold_index;
 #[cfg(target_arch = "wasm32")]
+pub mod context;
+#[cfg(target_arch = "wasm32")]
 pub mod d1;
 #[cfg(target_arch = "wasm32")]
 pub mod do_sqlite;
