@@ -9,10 +9,11 @@
 //! from the cold tier before each move: nothing is left behind by a move cut short anywhere, or
 //! by a log reset or deleted.
 
-use super::do_sqlite::sql_error;
+use super::do_sqlite::{exec, sql_error};
 use super::segments::{segment_key, ColdTier, Segment, SegmentPolicy};
 use crate::faults::CrashPoint;
 use crate::stream::{SeqNum, StorageError};
+use std::cell::Cell;
 use std::rc::Rc;
 use worker::{SqlStorage, SqlStorageValue, Storage};
 
@@ -50,6 +51,60 @@ pub(crate) fn positions_and_sizes(cursor: worker::SqlCursor) -> Vec<(SeqNum, u64
 /// The position before `first` (where a read of `first..` starts).
 pub(crate) fn before(first: SeqNum) -> SeqNum {
     SeqNum::new(first.get().saturating_sub(1)).unwrap_or(SeqNum::ROOT)
+}
+
+/// The first column of the first row of `query`, as an integer.
+pub(crate) fn first_u64(
+    sql: &SqlStorage,
+    query: &str,
+    params: Vec<SqlStorageValue>,
+    context: &'static str,
+) -> Result<Option<u64>, StorageError> {
+    match exec(sql, query, params, context)?.raw().next() {
+        Some(row) => Ok(row.map_err(sql_error(context))?.first().and_then(as_u64)),
+        None => Ok(None),
+    }
+}
+
+/// Entries and bytes in a log's hot rows, once counted; commits and moves keep it (shared by the
+/// clones a move or a transaction holds).
+#[derive(Clone, Default)]
+pub struct HotTally(Rc<Cell<Option<(u64, u64)>>>);
+
+impl HotTally {
+    /// The tally, counted by `count` the first time.
+    pub fn get_or(
+        &self,
+        count: impl FnOnce() -> Result<(u64, u64), StorageError>,
+    ) -> Result<(u64, u64), StorageError> {
+        if let Some(tally) = self.0.get() {
+            return Ok(tally);
+        }
+        let tally = count()?;
+        self.0.set(Some(tally));
+        Ok(tally)
+    }
+
+    /// A commit added `entries` of `bytes` (nothing to keep before the first count).
+    pub fn added(&self, entries: u64, bytes: u64) {
+        if let Some((n, b)) = self.0.get() {
+            self.0
+                .set(Some((n.saturating_add(entries), b.saturating_add(bytes))));
+        }
+    }
+
+    /// A move took `entries` of `bytes` away.
+    pub fn removed(&self, entries: u64, bytes: u64) {
+        if let Some((n, b)) = self.0.get() {
+            self.0
+                .set(Some((n.saturating_sub(entries), b.saturating_sub(bytes))));
+        }
+    }
+
+    /// The hot rows are all gone.
+    pub fn emptied(&self) {
+        self.0.set(Some((0, 0)));
+    }
 }
 
 /// Cold-tier figures of a log (admin).
@@ -122,30 +177,10 @@ impl ColdIndex {
         })
     }
 
-    fn exec(
-        &self,
-        query: &str,
-        params: Vec<SqlStorageValue>,
-        context: &'static str,
-    ) -> Result<worker::SqlCursor, StorageError> {
-        self.sql.exec(query, params).map_err(sql_error(context))
-    }
-
-    fn first_u64(
-        &self,
-        query: &str,
-        params: Vec<SqlStorageValue>,
-        context: &'static str,
-    ) -> Result<Option<u64>, StorageError> {
-        match self.exec(query, params, context)?.raw().next() {
-            Some(row) => Ok(row.map_err(sql_error(context))?.first().and_then(as_u64)),
-            None => Ok(None),
-        }
-    }
-
     /// The segments that hold entries of `(after, upto]`, in order.
     pub fn segments(&self, after: SeqNum, upto: SeqNum) -> Result<Vec<Segment>, StorageError> {
-        let cursor = self.exec(
+        let cursor = exec(
+            &self.sql,
             &self.queries.segments,
             vec![int(after.get()), int(upto.get())],
             "read segments",
@@ -171,25 +206,26 @@ impl ColdIndex {
 
     /// The last position in a segment.
     pub fn tail(&self) -> Result<Option<SeqNum>, StorageError> {
-        Ok(self
-            .first_u64(&self.queries.tail, vec![], "read cold tail")?
-            .and_then(SeqNum::new))
+        Ok(
+            first_u64(&self.sql, &self.queries.tail, vec![], "read cold tail")?
+                .and_then(SeqNum::new),
+        )
     }
 
     /// How many entries of `(after, upto]` segments hold.
     pub fn count(&self, after: SeqNum, upto: SeqNum) -> Result<u64, StorageError> {
-        Ok(self
-            .first_u64(
-                &self.queries.count,
-                vec![int(after.get()), int(upto.get())],
-                "count cold entries",
-            )?
-            .unwrap_or(0))
+        Ok(first_u64(
+            &self.sql,
+            &self.queries.count,
+            vec![int(after.get()), int(upto.get())],
+            "count cold entries",
+        )?
+        .unwrap_or(0))
     }
 
     /// The index's figures (admin).
     pub fn stats(&self) -> Result<ColdStats, StorageError> {
-        let cursor = self.exec(&self.queries.stats, vec![], "cold stats")?;
+        let cursor = exec(&self.sql, &self.queries.stats, vec![], "cold stats")?;
         let row = match cursor.raw().next() {
             Some(row) => row.map_err(sql_error("cold stats row"))?,
             None => return Ok(ColdStats::default()),
@@ -207,28 +243,29 @@ impl ColdIndex {
     /// Every segment becomes garbage (the log was reset or deleted): run inside the
     /// transaction that empties the log; the objects go at the next collection.
     pub fn discard_all(&self) -> Result<(), StorageError> {
-        self.exec(&self.queries.discard, vec![], "discard segments")?;
-        self.exec(&self.queries.clear, vec![], "clear segments")?;
+        exec(&self.sql, &self.queries.discard, vec![], "discard segments")?;
+        exec(&self.sql, &self.queries.clear, vec![], "clear segments")?;
         Ok(())
     }
 
     /// Deletes the objects no segment names from `cold`, until there are none.
     pub async fn collect(&self, cold: &impl ColdTier) -> Result<(), StorageError> {
         loop {
-            let garbage: Vec<String> = self
-                .exec(&self.queries.garbage, vec![], "read garbage")?
-                .raw()
-                .filter_map(|row| match row.ok()?.into_iter().next() {
-                    Some(SqlStorageValue::String(key)) => Some(key),
-                    _ => None,
-                })
-                .collect();
+            let garbage: Vec<String> =
+                exec(&self.sql, &self.queries.garbage, vec![], "read garbage")?
+                    .raw()
+                    .filter_map(|row| match row.ok()?.into_iter().next() {
+                        Some(SqlStorageValue::String(key)) => Some(key),
+                        _ => None,
+                    })
+                    .collect();
             if garbage.is_empty() {
                 return Ok(());
             }
             for key in garbage {
                 cold.delete(&key).await?;
-                self.exec(
+                exec(
+                    &self.sql,
                     &self.queries.collected,
                     vec![SqlStorageValue::String(key)],
                     "collect garbage",
@@ -238,7 +275,8 @@ impl ColdIndex {
     }
 
     fn note_pending(&self, key: &str) -> Result<(), StorageError> {
-        self.exec(
+        exec(
+            &self.sql,
             &self.queries.note,
             vec![SqlStorageValue::String(key.to_owned())],
             "note pending segment",
@@ -247,7 +285,8 @@ impl ColdIndex {
     }
 
     fn record(&self, segment: &Segment, count: u64) -> Result<(), StorageError> {
-        self.exec(
+        exec(
+            &self.sql,
             &self.queries.record,
             vec![
                 int(segment.first.get()),
@@ -258,7 +297,8 @@ impl ColdIndex {
             ],
             "record segment",
         )?;
-        self.exec(
+        exec(
+            &self.sql,
             &self.queries.collected,
             vec![SqlStorageValue::String(segment.key.clone())],
             "segment recorded",

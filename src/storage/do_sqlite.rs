@@ -3,7 +3,9 @@
 //! oldest events may move to the cold tier (`SyncObjectOptions::cold_segments`; the index is
 //! `ls_segments`, see [`super::cold_index`]).
 
-use super::cold_index::{before, compact, int, positions_and_sizes, ColdIndex, ColdStats, HotLog};
+use super::cold_index::{
+    before, compact, int, positions_and_sizes, ColdIndex, ColdStats, HotLog, HotTally,
+};
 pub use super::context::ContextRow;
 use super::r2::R2Cold;
 use super::segments::{encode_messages, read_stitched, SegmentPolicy};
@@ -22,6 +24,16 @@ use worker::{SqlStorage, SqlStorageValue, Storage};
 /// Maps a failed SQL call on an object's SQLite to a storage error naming what it did.
 pub(crate) fn sql_error(context: &str) -> impl Fn(worker::Error) -> StorageError + '_ {
     move |e| StorageError(format!("DO SQLite {context}: {e}"))
+}
+
+/// Runs `query` on `sql`; a failure names `context`.
+pub(crate) fn exec(
+    sql: &SqlStorage,
+    query: &str,
+    params: Vec<SqlStorageValue>,
+    context: &'static str,
+) -> Result<worker::SqlCursor, StorageError> {
+    sql.exec(query, params).map_err(sql_error(context))
 }
 
 /// One store's event log in the Durable Object's SQLite. Its head checkpoint (`context_7`)
@@ -76,7 +88,7 @@ struct EventsHot {
     table: Rc<str>,
     checkpoint: ContextRow,
     /// Events and bytes in the table, once counted; commits and moves keep it.
-    tally: Rc<Cell<Option<(u64, u64)>>>,
+    tally: HotTally,
     flags: Rc<ColdFlags>,
 }
 
@@ -155,12 +167,7 @@ impl HotLog for EventsHot {
     }
 
     fn hot_tally(&self) -> Result<(u64, u64), StorageError> {
-        if let Some(tally) = self.tally.get() {
-            return Ok(tally);
-        }
-        let tally = self.stats()?;
-        self.tally.set(Some(tally));
-        Ok(tally)
+        self.tally.get_or(|| self.stats())
     }
 
     fn oldest(&self, limit: u64) -> Result<Vec<(SeqNum, u64)>, StorageError> {
@@ -203,12 +210,7 @@ impl HotLog for EventsHot {
     fn moved(&self, count: u64, bytes: u64) {
         // At once: the next read must look in the index, whatever the rest of the run does.
         self.flags.any_cold.set(true);
-        if let Some((events, size)) = self.tally.get() {
-            self.tally.set(Some((
-                events.saturating_sub(count),
-                size.saturating_sub(bytes),
-            )));
-        }
+        self.tally.removed(count, bytes);
     }
 }
 
@@ -273,7 +275,7 @@ impl DoSqliteEventLog {
                 storage: Rc::new(storage),
                 table: store_id.table_name().into(),
                 checkpoint,
-                tally: Rc::default(),
+                tally: HotTally::default(),
                 flags: flags.clone(),
             },
             store_id: store_id.as_str().to_owned(),
@@ -377,27 +379,22 @@ impl DoSqliteEventLog {
     /// Drops the store's table, its head trigger with it, and its segments (admin delete; their
     /// objects go at the next collection, see [`Self::compactor`]).
     pub fn delete(&self) -> Result<(), StorageError> {
-        let index = self.index()?;
-        let sql = self.hot.sql.clone();
-        let table = self.hot.table.clone();
-        super::transaction::transaction(&self.hot.storage, move || {
-            sql.exec(&sql::drop_table(&table), None)
-                .map_err(sql_error("drop"))?;
-            index.discard_all()
-        })?;
-        self.emptied();
+        self.empty(sql::drop_table(&self.hot.table), "drop")?;
         self.ready.set(false);
         Ok(())
     }
 
     /// Removes every event, both tiers (admin reset).
     pub fn clear(&self) -> Result<(), StorageError> {
+        self.empty(sql::clear(&self.hot.table), "clear")
+    }
+
+    /// Runs `statement` (which empties the table) and discards the segments, in one transaction.
+    fn empty(&self, statement: String, what: &'static str) -> Result<(), StorageError> {
         let index = self.index()?;
         let sql = self.hot.sql.clone();
-        let table = self.hot.table.clone();
         super::transaction::transaction(&self.hot.storage, move || {
-            sql.exec(&sql::clear(&table), None)
-                .map_err(sql_error("clear"))?;
+            sql.exec(&statement, None).map_err(sql_error(what))?;
             index.discard_all()
         })?;
         self.emptied();
@@ -405,7 +402,7 @@ impl DoSqliteEventLog {
     }
 
     fn emptied(&self) {
-        self.hot.tally.set(Some((0, 0)));
+        self.hot.tally.emptied();
         self.flags.any_cold.set(false);
         self.flags.garbage.set(true);
     }
@@ -504,12 +501,10 @@ impl LogStore for DoSqliteEventLog {
                 statements.iter().try_for_each(|s| exec(&sql, s))
             })?;
         }
-        if let Some((events, bytes)) = self.hot.tally.get() {
+        // Only moves read the tally: without a cold tier it is never counted.
+        if self.cold.is_some() {
             let added: u64 = commit.entries.iter().map(|e| e.size() as u64).sum();
-            self.hot.tally.set(Some((
-                events + commit.entries.len() as u64,
-                bytes.saturating_add(added),
-            )));
+            self.hot.tally.added(commit.entries.len() as u64, added);
         }
         crate::faults::crash_point(CrashPoint::SqliteAfterInsert).await;
         Ok(())

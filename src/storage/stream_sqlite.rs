@@ -6,7 +6,9 @@
 //! ([`SqliteStreamStore::compact`]); the index of segments lives here, and reads stitch the
 //! tiers (see [`super::segments`]).
 
-use super::cold_index::{as_u64, before, compact, int, positions_and_sizes, ColdIndex, HotLog};
+use super::cold_index::{
+    as_u64, before, compact, int, positions_and_sizes, ColdIndex, HotLog, HotTally,
+};
 use super::do_sqlite::sql_error;
 use super::r2::R2Cold;
 use super::segments::{encode_messages, message_of, read_stitched, SegmentPolicy};
@@ -104,7 +106,7 @@ pub struct SqliteStreamStore {
     cold: Option<Rc<R2Cold>>,
     policy: SegmentPolicy,
     /// Messages and bytes in the hot table, once counted; commits and moves keep it.
-    hot: Rc<Cell<Option<(u64, u64)>>>,
+    hot: HotTally,
     /// A move (or a collection) is under way.
     moving: Rc<Cell<bool>>,
 }
@@ -123,7 +125,7 @@ impl SqliteStreamStore {
             index,
             cold: None,
             policy: SegmentPolicy::default(),
-            hot: Rc::default(),
+            hot: HotTally::default(),
             moving: Rc::default(),
         })
     }
@@ -146,7 +148,7 @@ impl SqliteStreamStore {
         params: Vec<SqlStorageValue>,
         context: &'static str,
     ) -> Result<worker::SqlCursor, StorageError> {
-        self.sql.exec(query, params).map_err(sql_error(context))
+        super::do_sqlite::exec(&self.sql, query, params, context)
     }
 
     fn first_u64(&self, query: &str, context: &'static str) -> Result<Option<u64>, StorageError> {
@@ -160,11 +162,7 @@ impl SqliteStreamStore {
         params: Vec<SqlStorageValue>,
         context: &'static str,
     ) -> Result<Option<u64>, StorageError> {
-        let cursor = self.exec(query, params, context)?;
-        match cursor.raw().next() {
-            Some(row) => Ok(row.map_err(sql_error(context))?.first().and_then(as_u64)),
-            None => Ok(None),
-        }
+        super::cold_index::first_u64(&self.sql, query, params, context)
     }
 
     /// The cold tier's figures (admin).
@@ -349,12 +347,7 @@ impl HotLog for SqliteStreamStore {
     }
 
     fn hot_tally(&self) -> Result<(u64, u64), StorageError> {
-        if let Some(tally) = self.hot.get() {
-            return Ok(tally);
-        }
-        let tally = self.stats()?;
-        self.hot.set(Some(tally));
-        Ok(tally)
+        self.hot.get_or(|| self.stats())
     }
 
     fn oldest(&self, limit: u64) -> Result<Vec<(SeqNum, u64)>, StorageError> {
@@ -398,12 +391,7 @@ impl HotLog for SqliteStreamStore {
     }
 
     fn moved(&self, count: u64, bytes: u64) {
-        if let Some((messages, size)) = self.hot.get() {
-            self.hot.set(Some((
-                messages.saturating_sub(count),
-                size.saturating_sub(bytes),
-            )));
-        }
+        self.hot.removed(count, bytes);
     }
 }
 
@@ -521,9 +509,10 @@ impl LogStore for SqliteStreamStore {
                 producer,
             })
         })?;
-        let before = if reset { Some((0, 0)) } else { self.hot.get() };
-        self.hot
-            .set(before.map(|(n, b)| (n + added.0, b.saturating_add(added.1))));
+        if reset {
+            self.hot.emptied();
+        }
+        self.hot.added(added.0, added.1);
         crate::faults::crash_point(CrashPoint::StreamAfterCommit).await;
         Ok(())
     }
