@@ -29,6 +29,9 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     if crate::cf::stream_object::is_stream_path(&req.path()) {
         return crate::cf::stream_object::worker_fetch(req, &env).await;
     }
+    if crate::cf::estuary::is_estuary_path(&req.path()) {
+        return crate::cf::estuary::worker_fetch(req, &env).await;
+    }
     if req.path().starts_with(crate::cf::projects::CONFIG_PREFIX) {
         return crate::cf::projects::config_fetch(req, &env).await;
     }
@@ -50,6 +53,16 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         });
     }
     SyncWorker::new(options).fetch(req, &env).await
+}
+
+/// The `FANOUT` queue (large estuary fan-outs) and its dead-letter queue.
+#[event(queue)]
+async fn queue(
+    batch: worker::MessageBatch<crate::durable_streams::fanout::QueuedNotice>,
+    env: Env,
+    _ctx: Context,
+) -> Result<()> {
+    crate::cf::fanout::consume(batch, &env).await
 }
 
 fn object_options(env: &Env) -> std::result::Result<SyncObjectOptions, String> {

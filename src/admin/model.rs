@@ -245,6 +245,8 @@ pub struct Usage {
     pub object_starts: u64,
     /// Reads the Worker answered from the edge cache, without an object.
     pub cache_hits: u64,
+    /// Fan-out messages that reached the dead-letter queue.
+    pub fanout_dead_letters: u64,
 }
 
 impl Usage {
@@ -255,5 +257,6 @@ impl Usage {
         object_ws_messages: 0,
         object_starts: 0,
         cache_hits: 0,
+        fanout_dead_letters: 0,
     };
 }

@@ -40,6 +40,8 @@ pub mod admin;
 mod coalesce;
 mod do_rpc;
 mod edge_cache;
+pub mod estuary;
+pub mod fanout;
 mod http;
 pub mod projects;
 mod registry;

@@ -331,6 +331,11 @@ impl Platform for CfPlatform {
     }
 
     async fn set_alarm(&self, at_ms: i64) {
+        // A fan-out owed to the stream's watchers may want it sooner.
+        let owed = super::fanout::due_ms_of(&self.state)
+            .and_then(|due| i64::try_from(due).ok())
+            .unwrap_or(i64::MAX);
+        let at_ms = at_ms.min(owed);
         // Milliseconds since the epoch, well within f64's exact range.
         let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(at_ms as f64));
         if let Err(e) = self
@@ -419,6 +424,8 @@ fn compact_later(stream: &Rc<StreamOf>) {
 pub struct StreamsObject {
     stream: std::result::Result<Rc<StreamOf>, StorageError>,
     fan_out: Rc<FanOut>,
+    /// Telling the stream's watchers (estuaries, subscriptions) of its appends.
+    watchers: Rc<super::fanout::FanOutRun>,
 }
 
 impl StreamsObject {
@@ -448,7 +455,11 @@ impl StreamsObject {
             // Woken from hibernation with readers waiting: whatever woke it may concern them.
             fan_out.start(stream);
         }
-        StreamsObject { stream, fan_out }
+        StreamsObject {
+            stream,
+            fan_out,
+            watchers: Rc::default(),
+        }
     }
 
     /// A bridge socket closed by the Worker (its reader went away).
@@ -474,6 +485,11 @@ impl StreamsObject {
     /// The alarm: expiry and retries of owed releases.
     pub async fn alarm(&self) -> Result<Response> {
         let stream = self.stream()?;
+        let env = stream.platform().env.clone();
+        if super::fanout::due_ms_of(stream.platform().state()).is_some() {
+            super::fanout::start(&stream, &self.watchers, &env);
+        }
+        super::estuary::leave_if_expired(&stream, &env).await;
         stream
             .alarm()
             .await
@@ -492,6 +508,12 @@ impl StreamsObject {
         let stream = self.stream()?;
         if path == BRIDGE_PATH {
             return super::sse_fanout::accept(&stream, &self.fan_out, &url).await;
+        }
+        let env = stream.platform().env.clone();
+        if let Some(served) =
+            super::estuary::internal(&stream, &self.watchers, &env, &path, &body).await
+        {
+            return served;
         }
         if let Some(op) = path.strip_prefix(INTERNAL_PREFIX) {
             let response = internal(&stream, op, &body).await;
@@ -560,6 +582,16 @@ impl StreamsObject {
         }
         if !matches!(method.as_str(), "GET" | "HEAD") {
             compact_later(&stream);
+        }
+        if let Outcome::Reply(response) = &outcome {
+            match (method.as_str(), response.status) {
+                ("POST" | "PUT", 200..=299) => {
+                    super::fanout::after_write(&stream, &self.watchers, &env).await?;
+                }
+                // The next stream at this path starts with no watchers.
+                ("DELETE", 204) => super::fanout::forget(&stream, &self.watchers),
+                _ => {}
+            }
         }
         match outcome {
             Outcome::Reply(response) => to_response(response, Cors::Open),

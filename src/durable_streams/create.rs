@@ -221,6 +221,7 @@ impl<S: StreamStore, P: Platform> Stream<S, P> {
                     fork: None,
                     ref_count: 0,
                     soft_deleted: false,
+                    estuary: None,
                 };
                 self.commit_created(&mut writer, stream, &messages, req.url)
                     .await?
@@ -324,6 +325,7 @@ impl<S: StreamStore, P: Platform> Stream<S, P> {
             }),
             ref_count: 0,
             soft_deleted: false,
+            estuary: None,
         };
         self.commit_created(&mut writer, stream, &messages, req.url)
             .await

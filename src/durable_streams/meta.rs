@@ -51,6 +51,9 @@ pub struct StreamMeta {
     /// Deleted while forks still refer to it: every operation answers 410, and its messages stay
     /// for the forks to read.
     pub soft_deleted: bool,
+    /// An estuary's sources, when this stream is an estuary's session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estuary: Option<super::estuary::EstuaryMeta>,
 }
 
 /// Everything kept about a path: its stream, if one lives there, and the references it still

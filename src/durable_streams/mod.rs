@@ -8,6 +8,8 @@ pub mod bridge;
 pub mod create;
 pub mod cursor;
 pub mod edge_cache;
+pub mod estuary;
+pub mod fanout;
 pub mod fork;
 pub mod headers;
 pub mod http;
@@ -18,5 +20,7 @@ pub mod read;
 pub mod sse;
 pub mod stream;
 
+#[cfg(test)]
+mod estuary_tests;
 #[cfg(test)]
 mod tests;

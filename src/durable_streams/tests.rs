@@ -17,11 +17,11 @@ use std::rc::{Rc, Weak};
 const T0: u64 = 1_800_000_000_000;
 
 type Store = MemoryStore<Message, Meta>;
-type TestStream = Stream<Store, World>;
+pub(super) type TestStream = Stream<Store, World>;
 
 /// The streams of a test, by path, and their shared clock.
 #[derive(Clone)]
-struct World(Rc<WorldInner>);
+pub(super) struct World(Rc<WorldInner>);
 
 struct WorldInner {
     now: Cell<u64>,
@@ -32,7 +32,7 @@ struct WorldInner {
 }
 
 impl World {
-    fn new() -> World {
+    pub(super) fn new() -> World {
         World(Rc::new(WorldInner {
             now: Cell::new(T0),
             streams: RefCell::new(HashMap::new()),
@@ -41,7 +41,7 @@ impl World {
         }))
     }
 
-    fn stream(&self, path: &str) -> Rc<TestStream> {
+    pub(super) fn stream(&self, path: &str) -> Rc<TestStream> {
         self.stream_over(path, Store::default())
     }
 
@@ -70,7 +70,7 @@ impl World {
             .ok_or_else(|| StorageError(format!("no object for {path}")))
     }
 
-    fn advance(&self, ms: u64) {
+    pub(super) fn advance(&self, ms: u64) {
         self.0.now.set(self.0.now.get() + ms);
     }
 }
@@ -121,14 +121,14 @@ impl Platform for World {
     fn warn(&self, _message: &str) {}
 }
 
-struct Call {
+pub(super) struct Call {
     method: &'static str,
     query: String,
     headers: BTreeMap<String, String>,
     body: Vec<u8>,
 }
 
-fn call(method: &'static str) -> Call {
+pub(super) fn call(method: &'static str) -> Call {
     Call {
         method,
         query: String::new(),
@@ -138,16 +138,16 @@ fn call(method: &'static str) -> Call {
 }
 
 impl Call {
-    fn h(mut self, name: &str, value: &str) -> Call {
+    pub(super) fn h(mut self, name: &str, value: &str) -> Call {
         self.headers
             .insert(name.to_ascii_lowercase(), value.to_owned());
         self
     }
-    fn q(mut self, query: &str) -> Call {
+    pub(super) fn q(mut self, query: &str) -> Call {
         self.query = query.to_owned();
         self
     }
-    fn b(mut self, body: &[u8]) -> Call {
+    pub(super) fn b(mut self, body: &[u8]) -> Call {
         self.body = body.to_vec();
         self
     }
@@ -161,7 +161,7 @@ impl Call {
         };
         block_on(stream.handle(&req)).unwrap()
     }
-    fn send(&self, stream: &TestStream) -> Response {
+    pub(super) fn send(&self, stream: &TestStream) -> Response {
         match self.run(stream) {
             Outcome::Reply(r) => r,
             other => panic!("not a reply: {other:?}"),
@@ -169,7 +169,7 @@ impl Call {
     }
 }
 
-fn text(r: &Response) -> String {
+pub(super) fn text(r: &Response) -> String {
     String::from_utf8(r.body.clone()).unwrap()
 }
 
@@ -177,14 +177,14 @@ fn off(n: u64) -> String {
     offset_text(SeqNum::new(n).unwrap())
 }
 
-fn put_text(stream: &TestStream, body: &str) -> Response {
+pub(super) fn put_text(stream: &TestStream, body: &str) -> Response {
     call("PUT")
         .h("content-type", "text/plain")
         .b(body.as_bytes())
         .send(stream)
 }
 
-fn post_text(stream: &TestStream, body: &str) -> Response {
+pub(super) fn post_text(stream: &TestStream, body: &str) -> Response {
     call("POST")
         .h("content-type", "text/plain")
         .b(body.as_bytes())

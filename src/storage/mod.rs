@@ -26,3 +26,5 @@ pub mod r2;
 pub mod stream_sqlite;
 #[cfg(target_arch = "wasm32")]
 pub mod transaction;
+#[cfg(target_arch = "wasm32")]
+pub mod watchers;

@@ -81,6 +81,7 @@ impl From<LegacyMeta> for Meta {
                 }),
                 ref_count: old.ref_count,
                 soft_deleted: old.soft_deleted,
+                estuary: None,
             }),
             owed_releases: Vec::new(),
         }

@@ -67,4 +67,7 @@ export default class FaultsWorker extends WorkerEntrypoint {
     }
     return new RustWorker(this.ctx, this.env).fetch(request)
   }
+  async queue(batch) {
+    return new RustWorker(this.ctx, this.env).queue(batch)
+  }
 }

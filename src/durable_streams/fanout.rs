@@ -1,0 +1,123 @@
+//! What a stream tells its watchers (estuaries' session streams, subscriptions) after an
+//! append: its path and new tail, and, when they are few bytes, the messages themselves, so a
+//! session that is up to date copies them without reading the source again.
+
+use crate::stream::{Message, SeqNum};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+/// Messages ride along in a notice up to this many bytes (a queue message holds 128 KB).
+pub const NOTICE_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Watchers per queue message.
+pub const QUEUE_BATCH: usize = 50;
+
+/// One message of a notice, at its source offset.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct NoticeMessage {
+    pub seq: u64,
+    /// Base64.
+    pub data: String,
+}
+
+/// A stream's news, sent to one watcher.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// The stream's path.
+    pub source: String,
+    /// The stream's tail.
+    pub tail: u64,
+    /// The messages before `tail`, oldest first, ending at `tail`; empty when they did not fit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<NoticeMessage>,
+}
+
+impl Notice {
+    /// A notice of `tail` carrying as many of the last `messages` as fit in
+    /// [`NOTICE_MESSAGE_BYTES`] (none unless they end at `tail`).
+    pub fn new(source: &str, tail: SeqNum, messages: &[Message]) -> Notice {
+        let mut kept = Vec::new();
+        let ends_at_tail = messages.last().is_some_and(|m| m.seq == tail);
+        if ends_at_tail {
+            let mut bytes = 0usize;
+            for message in messages.iter().rev() {
+                bytes = bytes.saturating_add(message.data.len());
+                if bytes > NOTICE_MESSAGE_BYTES {
+                    break;
+                }
+                kept.push(NoticeMessage {
+                    seq: message.seq.get(),
+                    data: STANDARD.encode(&message.data),
+                });
+            }
+            kept.reverse();
+        }
+        Notice {
+            source: source.to_owned(),
+            tail: tail.get(),
+            messages: kept,
+        }
+    }
+
+    /// The carried messages, if they hold everything after `copied` (through the tail).
+    pub fn messages_after(&self, copied: u64) -> Option<Vec<Message>> {
+        let first = self.messages.first()?.seq;
+        if first > copied.saturating_add(1) {
+            return None;
+        }
+        self.messages
+            .iter()
+            .filter(|m| m.seq > copied)
+            .map(|m| {
+                let seq = SeqNum::new(m.seq)?;
+                let data = STANDARD.decode(&m.data).ok()?;
+                Some(Message::new(seq, data))
+            })
+            .collect()
+    }
+}
+
+/// A queue message: one notice for a batch of watchers.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct QueuedNotice {
+    pub notice: Notice,
+    /// Watcher object names.
+    pub watchers: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(seq: u64, data: &str) -> Message {
+        Message::new(SeqNum::new(seq).unwrap(), data.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_notice_carries_what_fits_and_covers_only_what_it_holds() {
+        let tail = SeqNum::new(3).unwrap();
+        let notice = Notice::new("/v1/stream/p/s", tail, &[m(2, "b"), m(3, "c")]);
+        assert_eq!(notice.messages.len(), 2);
+        let json = serde_json::to_string(&notice).unwrap();
+        let back: Notice = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, notice);
+        // A watcher that copied through 1 gets 2 and 3; through 2, only 3; through 0 it
+        // misses 1 and must read the source.
+        let after1 = back.messages_after(1).unwrap();
+        assert_eq!(after1, vec![m(2, "b"), m(3, "c")]);
+        assert_eq!(back.messages_after(2).unwrap(), vec![m(3, "c")]);
+        assert_eq!(back.messages_after(3).unwrap(), vec![]);
+        assert!(back.messages_after(0).is_none());
+        // Messages that do not end at the tail are not carried.
+        let stale = Notice::new("/s", SeqNum::new(9).unwrap(), &[m(2, "b")]);
+        assert!(stale.messages.is_empty() && stale.messages_after(8).is_none());
+        // Nor more than the budget: the newest are kept.
+        let big = "x".repeat(NOTICE_MESSAGE_BYTES / 2 + 1);
+        let two = Notice::new("/s", tail, &[m(1, &big), m(2, &big), m(3, "c")]);
+        assert_eq!(
+            two.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+    }
+}
