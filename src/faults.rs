@@ -33,17 +33,20 @@ pub enum CrashPoint {
     StreamColdAfterPut,
     /// The same for a LiveStore store's events kept in DO SQLite.
     StoreColdAfterPut,
+    /// A stream's fan-out has told its first watchers of an append and not the others.
+    FanoutMidway,
 }
 
 impl CrashPoint {
     /// Every crash point.
-    pub const ALL: [CrashPoint; 6] = [
+    pub const ALL: [CrashPoint; 7] = [
         CrashPoint::D1AfterInsert,
         CrashPoint::SqliteAfterInsert,
         CrashPoint::StreamAfterData,
         CrashPoint::StreamAfterCommit,
         CrashPoint::StreamColdAfterPut,
         CrashPoint::StoreColdAfterPut,
+        CrashPoint::FanoutMidway,
     ];
 
     /// The name the tests arm it by.
@@ -55,6 +58,7 @@ impl CrashPoint {
             CrashPoint::StreamAfterCommit => "stream-after-commit",
             CrashPoint::StreamColdAfterPut => "stream-cold-after-put",
             CrashPoint::StoreColdAfterPut => "store-cold-after-put",
+            CrashPoint::FanoutMidway => "fanout-midway",
         }
     }
 

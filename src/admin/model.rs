@@ -205,6 +205,8 @@ pub struct StreamInfo {
     pub live_readers: u64,
     /// When the stream's object last started: it sleeps while idle, even with live readers.
     pub awake_since_ms: u64,
+    /// Objects told of each append: estuaries' session streams and subscriptions.
+    pub watchers: u64,
 }
 
 #[cfg(test)]
@@ -245,6 +247,8 @@ pub struct Usage {
     pub object_starts: u64,
     /// Reads the Worker answered from the edge cache, without an object.
     pub cache_hits: u64,
+    /// Fan-out messages sent to the queue (each for up to 50 watchers).
+    pub fanout_queued: u64,
     /// Fan-out messages that reached the dead-letter queue.
     pub fanout_dead_letters: u64,
 }
@@ -257,6 +261,7 @@ impl Usage {
         object_ws_messages: 0,
         object_starts: 0,
         cache_hits: 0,
+        fanout_queued: 0,
         fanout_dead_letters: 0,
     };
 }

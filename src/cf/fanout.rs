@@ -37,6 +37,8 @@ pub(super) struct FanOutRun {
     again: Cell<bool>,
     /// Whether the stream has watchers, once known (changes go through this object).
     watched: Cell<Option<bool>>,
+    /// Whether this instance of the object looked for a fan-out owed by an earlier one.
+    resumed: Cell<bool>,
 }
 
 impl FanOutRun {
@@ -109,6 +111,17 @@ pub(super) async fn after_write(
     }
     start(stream, run, env);
     Ok(())
+}
+
+/// At the first request of an instance of the object: a fan-out an earlier instance owes (it
+/// was evicted or crashed in the middle) starts again.
+pub(super) fn resume_once(stream: &Rc<StreamOf>, run: &Rc<FanOutRun>, env: &Env) {
+    if run.resumed.replace(true) {
+        return;
+    }
+    if due_ms_of(stream.platform().state()).is_some() {
+        start(stream, run, env);
+    }
 }
 
 /// Runs the fan-out after the request (or joins the one running).
@@ -193,14 +206,21 @@ async fn tell_all(table: &Watchers, notice: &Notice, env: &Env) -> Result<bool> 
                 .collect();
             for messages in batch.chunks(100) {
                 let sent = queue.send_batch(messages.to_vec()).await;
-                if let Err(e) = sent {
-                    worker::console_warn!("fan-out queue: {e}");
-                    all = false;
+                match sent {
+                    Ok(()) => super::usage::count(|u| u.fanout_queued += messages.len() as u64),
+                    Err(e) => {
+                        worker::console_warn!("fan-out queue: {e}");
+                        all = false;
+                    }
                 }
             }
             continue;
         }
-        for names in page.chunks(CONCURRENT) {
+        for (i, names) in page.chunks(CONCURRENT).enumerate() {
+            if i > 0 {
+                // Some watchers told, the others not yet (the crash tests stop here).
+                crate::faults::crash_point(crate::faults::CrashPoint::FanoutMidway).await;
+            }
             let told =
                 futures_util::future::join_all(names.iter().map(|name| notify(env, name, notice)))
                     .await;

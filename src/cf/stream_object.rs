@@ -476,6 +476,10 @@ impl StreamsObject {
 
     pub async fn fetch(&self, req: Request) -> Result<Response> {
         super::usage::count(|u| u.object_requests += 1);
+        if let Ok(stream) = &self.stream {
+            // A fan-out owed by an earlier life of the object goes on now (the alarm would too).
+            super::fanout::resume_once(stream, &self.watchers, &stream.platform().env);
+        }
         match self.serve(req).await {
             Ok(response) => Ok(response),
             Err(e) => plain(500, &e.to_string()),
@@ -699,6 +703,11 @@ async fn internal(stream: &StreamOf, op: &str, body: &[u8]) -> Result<Response> 
                     producers,
                     live_readers: FanOut::readers(stream.platform().state()) as u64,
                     awake_since_ms: stream.platform().woke_ms,
+                    watchers: crate::storage::watchers::Watchers::open(
+                        stream.platform().state().storage().sql(),
+                    )
+                    .and_then(|w| w.count())
+                    .map_err(failed)?,
                 };
                 Response::from_json(&info)
             }
