@@ -88,7 +88,7 @@ deploy-check: worker example-token-auth
 
 dev: setup worker
 	$(WRANGLER) d1 migrations apply $(D1_NAME) --local
-	$(WRANGLER) dev --ip 127.0.0.1 --port $(PORT)
+	$(WRANGLER) dev --ip 127.0.0.1 --port $(PORT) --var DS_WEBHOOK_ALLOW_LOOPBACK:true
 
 lint: typecheck
 	cargo fmt --all --check

@@ -21,8 +21,8 @@ use std::rc::Rc;
 use worker::{Env, Headers, Request, Response, Result};
 
 /// Internal operations of the stream object for estuaries, under `/__ds_internal/`.
-const WATCH: &str = "/__ds_internal/watch";
-const UNWATCH: &str = "/__ds_internal/unwatch";
+pub(super) const WATCH: &str = "/__ds_internal/watch";
+pub(super) const UNWATCH: &str = "/__ds_internal/unwatch";
 const RENOTIFY: &str = "/__ds_internal/renotify";
 const LINK: &str = "/__ds_internal/estuary-link";
 const UNLINK: &str = "/__ds_internal/estuary-unlink";
@@ -35,16 +35,31 @@ const DEFAULT_MAX_SOURCES: usize = 1_000;
 
 /// A watcher by name.
 #[derive(Serialize, Deserialize)]
-struct Named {
-    name: String,
+pub(super) struct Named {
+    pub name: String,
+    /// Watch: a stream that does not exist (yet) is watched from its start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub missing_ok: bool,
+}
+
+impl Named {
+    pub fn new(name: &str) -> Named {
+        Named {
+            name: name.to_owned(),
+            missing_ok: false,
+        }
+    }
 }
 
 /// The source's answer to a watch.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Watched {
-    since: u64,
-    content_type: String,
+pub(super) struct Watched {
+    /// Where the watcher watches from (the tail when it began).
+    pub since: u64,
+    /// The stream's tail now.
+    pub tail: u64,
+    pub content_type: String,
 }
 
 fn var_u64(env: &Env, name: &str) -> Option<u64> {
@@ -160,9 +175,7 @@ async fn subscribe(
     if source == session {
         return json_error(400, "BAD_REQUEST", "an estuary cannot subscribe to itself");
     }
-    let named = serde_json::to_string(&Named {
-        name: session.clone(),
-    })?;
+    let named = serde_json::to_string(&Named::new(&session))?;
     let mut watched = internal_call(env, &source, WATCH, named.clone()).await?;
     let watched: Watched = match watched.status_code() {
         200 => watched.json().await?,
@@ -227,15 +240,13 @@ async fn unsubscribe(
     };
     let source = stream_path(project, stream);
     let session = stream_path(project, id.as_str());
-    let named = serde_json::to_string(&Named {
-        name: session.clone(),
-    })?;
+    let named = serde_json::to_string(&Named::new(&session))?;
     let unwatched = internal_call(env, &source, UNWATCH, named).await?;
     let unlinked = internal_call(
         env,
         &session,
         UNLINK,
-        serde_json::to_string(&Named { name: source })?,
+        serde_json::to_string(&Named::new(&source))?,
     )
     .await?;
     if unwatched.status_code() == 404 && unlinked.status_code() == 404 {
@@ -316,9 +327,7 @@ async fn delete(env: &Env, project: &str, id: &EstuaryId) -> Result<Response> {
 /// Removes the session from its sources' watchers (best effort: a source that still tells a
 /// session that is gone gets `404` and drops it then).
 async fn leave_sources(env: &Env, session: &str, sources: impl Iterator<Item = String>) {
-    let Ok(named) = serde_json::to_string(&Named {
-        name: session.to_owned(),
-    }) else {
+    let Ok(named) = serde_json::to_string(&Named::new(session)) else {
         return;
     };
     let calls = sources.map(|source| {
@@ -372,6 +381,7 @@ async fn watch_op(
                 .at_tail(|meta, tail| {
                     watchers.add(&named.name, tail.get()).map(|since| Watched {
                         since,
+                        tail: tail.get(),
                         content_type: meta.content_type.clone(),
                     })
                 })
@@ -379,6 +389,14 @@ async fn watch_op(
                 .map_err(failed)?;
             match recorded {
                 Ok(watched) => Response::from_json(&watched.map_err(failed)?),
+                Err(404) if named.missing_ok => {
+                    let since = watchers.add(&named.name, 0).map_err(failed)?;
+                    Response::from_json(&Watched {
+                        since,
+                        tail: 0,
+                        content_type: String::new(),
+                    })
+                }
                 Err(status) => plain(status, "no live stream here"),
             }
         }

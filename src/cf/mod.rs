@@ -52,6 +52,7 @@ mod sse_fanout;
 mod store_admin;
 mod store_stream;
 pub mod stream_object;
+mod subscription_object;
 mod subscriptions;
 mod sync_object;
 pub(crate) mod usage;

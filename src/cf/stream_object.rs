@@ -123,6 +123,9 @@ async fn route_stream(req: Request, env: &Env) -> Result<Response> {
         return preflight();
     }
     let path = req.path();
+    if super::subscription_object::is_subscription_path(&path) {
+        return super::subscription_object::worker_fetch(req, env).await;
+    }
     if path.split('/').any(|segment| segment == "__ds") {
         return plain(404, "not found");
     }
@@ -236,6 +239,11 @@ impl CfPlatform {
     /// The object's state (its storage and hibernatable sockets).
     pub(super) fn state(&self) -> &State {
         &self.state
+    }
+
+    /// The Worker's environment.
+    pub(super) fn env(&self) -> &Env {
+        &self.env
     }
 
     /// An internal call to the stream object at `path`.
@@ -426,6 +434,8 @@ pub struct StreamsObject {
     fan_out: Rc<FanOut>,
     /// Telling the stream's watchers (estuaries, subscriptions) of its appends.
     watchers: Rc<super::fanout::FanOutRun>,
+    /// Delivering wakes, when this object is a subscription.
+    subscription: Rc<super::subscription_object::SubRun>,
 }
 
 impl StreamsObject {
@@ -459,6 +469,7 @@ impl StreamsObject {
             stream,
             fan_out,
             watchers: Rc::default(),
+            subscription: Rc::default(),
         }
     }
 
@@ -490,6 +501,12 @@ impl StreamsObject {
     pub async fn alarm(&self) -> Result<Response> {
         let stream = self.stream()?;
         let env = stream.platform().env.clone();
+        let state = stream.platform().state();
+        let name = state.id().name();
+        if super::subscription_object::is_subscription_object(name.as_deref()) {
+            super::subscription_object::alarm(state, &env, &self.subscription).await?;
+            return Response::ok("");
+        }
         if super::fanout::due_ms_of(stream.platform().state()).is_some() {
             super::fanout::start(&stream, &self.watchers, &env);
         }
@@ -514,6 +531,14 @@ impl StreamsObject {
             return super::sse_fanout::accept(&stream, &self.fan_out, &url).await;
         }
         let env = stream.platform().env.clone();
+        let subscription =
+            super::subscription_object::serve(&stream, &self.subscription, &req, &body);
+        if let Some(served) = subscription.await {
+            return served;
+        }
+        if super::subscription_object::is_tail_op(&path) {
+            return super::subscription_object::serve_tail(&stream).await;
+        }
         if let Some(served) =
             super::estuary::internal(&stream, &self.watchers, &env, &path, &body).await
         {
@@ -526,10 +551,25 @@ impl StreamsObject {
             }
             return response;
         }
-        if path.starts_with(super::registry::REGISTRY_PATH) {
+        if let Some(op) = path.strip_prefix(super::registry::REGISTRY_PATH) {
             let platform = stream.platform();
             let name = platform.state.id().name();
             let sql = platform.state.storage().sql();
+            if name.as_deref() == Some(super::registry::STREAM_REGISTRY) {
+                if op == "pattern" {
+                    return super::subscription_object::serve_pattern(&sql, &body);
+                }
+                if op == "change" {
+                    // A stream that came into being joins the subscriptions whose pattern it matches.
+                    let created = serde_json::from_slice::<serde_json::Value>(&body)
+                        .ok()
+                        .filter(|c| c["present"] == serde_json::Value::Bool(true))
+                        .and_then(|c| c["name"].as_str().map(str::to_owned));
+                    if let Some(created) = created {
+                        super::subscription_object::link_created(&env, &sql, &created).await?;
+                    }
+                }
+            }
             if let Some(response) = super::registry::serve_body(sql, name, &path, &body) {
                 return response;
             }

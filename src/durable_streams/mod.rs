@@ -19,6 +19,8 @@ pub mod platform;
 pub mod read;
 pub mod sse;
 pub mod stream;
+pub mod subscription;
+pub mod webhook;
 
 #[cfg(test)]
 mod estuary_tests;
