@@ -9,9 +9,12 @@
 use super::estuary::{Named, Watched, UNWATCH, WATCH};
 use super::fanout::internal_call;
 use super::stream_object::{StreamOf, STREAMS_BINDING};
+use crate::auth::policy::authorize;
+use crate::auth::token::Scope;
 use crate::durable_streams::fanout::Notice;
 use crate::durable_streams::subscription::{
-    matches, parse_spec, AckBody, Fresh, LinkType, SubError, Subscription,
+    matches, named_projects, parse_spec, reaches_guarded, AckBody, Fresh, LinkType, SubError,
+    Subscription,
 };
 use crate::durable_streams::webhook::{check_webhook_url, WebhookKey, JWKS_CONTENT_TYPE};
 use crate::storage::cold_index::int;
@@ -383,6 +386,46 @@ async fn serve_sub(
                 .map(|(kid, url)| (kid.as_str(), url.as_str())),
         )
     };
+    // A subscription that names a project with tokens is managed, read and claimed with one of
+    // them; callbacks, acks and releases carry their wake's token instead.
+    if !matches!(rest, "/callback" | "/ack" | "/release") {
+        let need = if method == Method::Get || rest == "/claim" {
+            Scope::Read
+        } else {
+            Scope::Write
+        };
+        let mut pattern = None;
+        let mut streams = Vec::new();
+        if let Some((stored, _)) = kept.load().map_err(failed)? {
+            pattern = stored.spec.pattern;
+            streams = stored.spec.streams;
+        }
+        if method == Method::Put || rest == "/streams" {
+            if let Ok(asked) = serde_json::from_slice::<Value>(body) {
+                if let Some(p) = asked["pattern"].as_str() {
+                    pattern = Some(p.to_owned());
+                }
+                let named = asked["streams"].as_array().into_iter().flatten();
+                streams.extend(named.filter_map(|s| s.as_str().map(str::to_owned)));
+            }
+        }
+        let authorization = req.headers().get("authorization")?;
+        for project in named_projects(pattern.as_deref(), &streams) {
+            if let Some(config) = super::projects::project_config(env, project).await? {
+                let allowed = authorize(
+                    &config,
+                    project,
+                    None,
+                    need,
+                    authorization.as_deref(),
+                    super::now_s(),
+                );
+                if let Err(denied) = allowed {
+                    return super::projects::denied_response(&denied);
+                }
+            }
+        }
+    }
     match (method, rest) {
         (Method::Put, "") => {
             let allow_loopback = env
@@ -415,6 +458,9 @@ async fn serve_sub(
                     sub = loaded;
                 }
                 for stream in existing {
+                    if guarded_project(env, &stream).await? && !reaches_guarded(&pattern, &stream) {
+                        continue;
+                    }
                     if sub.follow(&stream, LinkType::Glob, 0).unwrap_or(false) {
                         kept.save(&sub, &base).map_err(failed)?;
                         watch(env, name, &kept, &stream, false).await?;
@@ -770,6 +816,16 @@ pub(super) fn serve_pattern(sql: &SqlStorage, body: &[u8]) -> Result<Response> {
     Response::from_json(&existing)
 }
 
+/// Whether `stream` (relative) is in a project with tokens.
+async fn guarded_project(env: &Env, stream: &str) -> Result<bool> {
+    let project = stream.split('/').next().unwrap_or_default();
+    Ok(crate::auth::project::valid_project(project)
+        && stream.contains('/')
+        && super::projects::project_config(env, project)
+            .await?
+            .is_some())
+}
+
 /// After the registry learned of a new stream: links the subscriptions whose pattern matches.
 pub(super) async fn link_created(env: &Env, sql: &SqlStorage, path: &str) -> Result<()> {
     let Some(stream) = path.strip_prefix("/v1/stream/") else {
@@ -783,15 +839,20 @@ pub(super) async fn link_created(env: &Env, sql: &SqlStorage, path: &str) -> Res
         "patterns",
     )
     .map_err(failed)?;
-    let mut linked = Vec::new();
+    let mut candidates = Vec::new();
     for row in cursor.raw() {
         let row = row.map_err(sql_error("pattern row")).map_err(failed)?;
         if let [SqlStorageValue::String(name), SqlStorageValue::String(pattern)] = row.as_slice() {
             if matches(pattern, stream) {
-                linked.push(name.clone());
+                candidates.push((name.clone(), pattern.clone()));
             }
         }
     }
+    let guarded = guarded_project(env, stream).await?;
+    let linked = candidates
+        .into_iter()
+        .filter(|(_, pattern)| !guarded || reaches_guarded(pattern, stream))
+        .map(|(name, _)| name);
     let body = serde_json::to_string(&LinkBody {
         stream: stream.to_owned(),
     })?;

@@ -135,6 +135,28 @@ pub fn matches(pattern: &str, name: &str) -> bool {
     names.next().is_none()
 }
 
+/// The projects (first path segments) a subscription names literally: its pattern's, unless
+/// that is a wildcard, and its explicit streams'. A project with tokens is reached only by a
+/// subscription created with one of its tokens, so a wildcard does not reach it.
+pub fn named_projects<'a>(pattern: Option<&'a str>, streams: &'a [String]) -> Vec<&'a str> {
+    let mut projects: Vec<&str> = pattern
+        .and_then(|p| p.split('/').next())
+        .filter(|first| !first.contains('*'))
+        .into_iter()
+        .chain(streams.iter().filter_map(|s| s.split('/').next()))
+        .collect();
+    projects.sort_unstable();
+    projects.dedup();
+    projects
+}
+
+/// Whether a subscription with `pattern` may follow `stream` of a project with tokens: only
+/// when the pattern names that project literally (it was authorized for it).
+pub fn reaches_guarded(pattern: &str, stream: &str) -> bool {
+    pattern.split('/').next() == stream.split('/').next()
+        && !pattern.split('/').next().unwrap_or("*").contains('*')
+}
+
 /// The body of a `PUT`, validated into a [`Spec`]. `check_url` vets a webhook URL.
 pub fn parse_spec(
     body: &[u8],
@@ -709,6 +731,17 @@ mod tests {
                 && !valid_pattern("")
                 && !valid_pattern("a//b")
         );
+    }
+
+    #[test]
+    fn projects_named_by_a_subscription() {
+        let streams = vec!["b/x".to_owned(), "a/y".to_owned(), "b/z".to_owned()];
+        assert_eq!(named_projects(Some("c/*"), &streams), vec!["a", "b", "c"]);
+        assert_eq!(named_projects(Some("**"), &[]), Vec::<&str>::new());
+        assert_eq!(named_projects(Some("*/logs"), &streams[..1]), vec!["b"]);
+        assert!(reaches_guarded("app/*", "app/orders"));
+        assert!(!reaches_guarded("*/orders", "app/orders"));
+        assert!(!reaches_guarded("other/*", "app/orders"));
     }
 
     #[test]

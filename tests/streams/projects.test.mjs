@@ -267,3 +267,47 @@ test('a project without configuration stays open, as does a path without a proje
     expect(await readAll(path)).toEqual([{ ok: true }])
   }
 })
+
+describe('subscriptions and estuaries in a project with tokens', () => {
+  test('need its tokens, and a wildcard pattern does not reach its streams', async () => {
+    const project = `subs-${runId}`
+    expect((await configure(project, { signingSecrets: [KEY_1] })).status).toBe(200)
+    const write = mint({ sub: project, scope: 'write' })
+    const read = mint({ sub: project, scope: 'read' })
+    const wake = `/v1/stream/open-${runId}/wake`
+    expect((await create(wake)).status).toBe(201)
+    const sub = (id) => `/v1/stream/__ds/subscriptions/${id}`
+    const spec = (pattern) => JSON.stringify({ type: 'pull-wake', pattern, wake_stream: wake.slice('/v1/stream/'.length) })
+    const put = (id, pattern, token) => call(sub(id), { method: 'PUT', token, body: spec(pattern), headers: { 'content-type': 'application/json' } })
+
+    const literal = `lit-${runId}`
+    expect((await put(literal, `${project}/*`)).status, 'no token').toBe(401)
+    expect((await put(literal, `${project}/*`, read)).status, 'a read token does not create').toBe(403)
+    expect((await put(literal, `${project}/*`, write)).status).toBe(201)
+    expect((await call(sub(literal))).status, 'reading it needs a token too').toBe(401)
+    const wildcard = `wild-${runId}`
+    expect((await put(wildcard, '*/orders')).status, 'a wildcard names no project').toBe(201)
+
+    expect((await create(`/v1/stream/${project}/orders`, write)).status).toBe(201)
+    expect((await append(`/v1/stream/${project}/orders`, write, { n: 1 })).status).toBe(204)
+    let linked
+    const deadline = Date.now() + 10_000
+    do {
+      await new Promise((r) => setTimeout(r, 100))
+      linked = (await call(sub(literal), { token: read })).json.streams
+    } while (linked.length === 0 && Date.now() < deadline)
+    expect(linked.map((s) => s.path)).toEqual([`${project}/orders`])
+    expect((await call(sub(wildcard))).json.streams, 'the wildcard does not reach a guarded project').toEqual([])
+    expect((await call(sub(literal), { method: 'DELETE', token: write })).status).toBe(204)
+    expect((await call(sub(wildcard), { method: 'DELETE' })).status).toBe(204)
+
+    // Estuaries: subscribing to the project's stream needs a write token of it.
+    const est = (token) =>
+      call(`/v1/estuary/subscribe/${project}/orders`, { method: 'POST', token, body: JSON.stringify({ estuaryId: 'alice' }), headers: { 'content-type': 'application/json' } })
+    expect((await est()).status).toBe(401)
+    expect((await est(read)).status).toBe(403)
+    expect((await est(write)).status).toBe(200)
+    expect((await call(`/v1/estuary/${project}/alice`)).status).toBe(401)
+    expect((await call(`/v1/estuary/${project}/alice`, { token: read })).json.subscriptions).toEqual([{ streamId: 'orders' }])
+  })
+})
