@@ -76,11 +76,38 @@ pub(super) fn due_ms_of(state: &worker::State) -> Option<u64> {
 }
 
 /// Forgets the watchers of a stream that was deleted.
-pub(super) fn forget(stream: &StreamOf, run: &FanOutRun) {
+/// Subscriptions stop following it (told after the request); estuaries keep their link, and
+/// a stream created again at the path starts with no watchers.
+pub(super) fn forget(stream: &StreamOf, run: &FanOutRun, env: &Env) {
     run.changed();
-    if let Err(e) = watchers(stream).and_then(|w| w.clear()) {
+    let table = match watchers(stream) {
+        Ok(table) => table,
+        Err(e) => return worker::console_warn!("forgetting watchers: {e}"),
+    };
+    let mut subscriptions = Vec::new();
+    let mut after = String::new();
+    while let Ok(page) = table.page(&after, PAGE) {
+        let Some(last) = page.last() else { break };
+        after = last.clone();
+        subscriptions.extend(
+            page.into_iter()
+                .filter(|name| super::subscription_object::is_subscription_object(Some(name))),
+        );
+    }
+    if let Err(e) = table.clear() {
         worker::console_warn!("forgetting watchers: {e}");
     }
+    let Some(source) = stream.platform().state().id().name() else {
+        return;
+    };
+    let env = env.clone();
+    stream.platform().state().wait_until(async move {
+        for name in subscriptions {
+            if let Err(e) = super::subscription_object::unlink(&env, &name, &source).await {
+                worker::console_warn!("unlinking {source} from {name}: {e}");
+            }
+        }
+    });
 }
 
 /// After a write: when the stream has watchers and they were not told of its tail, owes them

@@ -633,7 +633,7 @@ impl StreamsObject {
                     super::fanout::after_write(&stream, &self.watchers, &env).await?;
                 }
                 // The next stream at this path starts with no watchers.
-                ("DELETE", 204) => super::fanout::forget(&stream, &self.watchers),
+                ("DELETE", 204) => super::fanout::forget(&stream, &self.watchers, &env),
                 _ => {}
             }
         }

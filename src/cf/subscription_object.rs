@@ -38,6 +38,7 @@ const KEYS_OBJECT: &str = "/v1/stream/__ds/keys";
 const KEY_OP: &str = "/__ds_internal/webhook-key";
 /// The registry's subscription operations.
 const LINK: &str = "/__ds_internal/subscription-link";
+const UNLINK: &str = "/__ds_internal/subscription-unlink";
 const TAIL: &str = "/__ds_internal/tail";
 /// Streams whose tails a claim refreshes when nothing is known to wait.
 const REFRESH_LIMIT: usize = 100;
@@ -349,6 +350,15 @@ async fn serve_sub(
             kept.save(&sub, &base).map_err(failed)?;
             watch(env, name, &kept, &link.stream, true).await?;
             drive_later(stream, run, name);
+        }
+        return empty(204);
+    }
+    if path == UNLINK {
+        let link: LinkBody = serde_json::from_slice(body)?;
+        if let Some((mut sub, base)) = kept.load().map_err(failed)? {
+            if sub.unfollow(&link.stream) {
+                kept.save(&sub, &base).map_err(failed)?;
+            }
         }
         return empty(204);
     }
@@ -725,6 +735,17 @@ async fn refresh_tails(env: &Env, kept: &Kept, streams: Vec<String>) -> Result<(
 pub(super) async fn serve_tail(stream: &super::stream_object::StreamOf) -> Result<Response> {
     let tail = stream.log().tail().await.map_err(failed)?;
     Response::ok(tail.get().to_string())
+}
+
+/// Tells subscription `name` that the stream at `source` (its path) was deleted.
+pub(super) async fn unlink(env: &Env, name: &str, source: &str) -> Result<()> {
+    let stream = source
+        .strip_prefix("/v1/stream/")
+        .unwrap_or(source)
+        .to_owned();
+    let body = serde_json::to_string(&LinkBody { stream })?;
+    internal_call(env, name, UNLINK, body).await?;
+    Ok(())
 }
 
 /// Is `path` the tail operation.

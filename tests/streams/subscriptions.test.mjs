@@ -2,7 +2,8 @@
 // webhook deliveries to a local receiver that verifies every signature against the published key
 // set, redelivery with back-off while the receiver fails (the same wake, signed again), a wake whose
 // lease runs out without a callback coming again as a new generation (by the alarm), a pull-wake
-// claim whose lease runs out going to the next worker, and the refusal of unsafe webhook URLs.
+// claim whose lease runs out going to the next worker, a deleted stream unlinked, and the refusal of
+// unsafe webhook URLs.
 
 import { createPublicKey, verify } from 'node:crypto'
 import { createServer } from 'node:http'
@@ -212,6 +213,9 @@ describe('pull-wake subscriptions', () => {
       const none = await claim('w3')
       expect(none.status).toBe(409)
       expect(none.json.error.code).toBe('NO_PENDING_WORK')
+      // A deleted stream leaves the subscription.
+      expect((await call(`/v1/stream/${prefix}/t1`, { method: 'DELETE' })).status).toBe(204)
+      await until(async () => (await call(sub(id))).json.streams.length === 0, 'the deleted stream to be unlinked')
     } finally {
       await call(sub(id), { method: 'DELETE' })
     }
