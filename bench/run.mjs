@@ -32,6 +32,7 @@ import { fileURLToPath } from 'node:url'
 import { startWorker } from '../tests/support/worker.mjs'
 import { cpuDelta, cpuSnapshot, findServer, listeningPorts, makeMeter } from '../tests/support/procs.mjs'
 import { streamsCost } from './lib/cost.mjs'
+import { streamsEstuary } from './lib/estuary.mjs'
 import { computeRatios, formatTable, perOp } from './lib/report.mjs'
 import { round, sleep } from './lib/stats.mjs'
 import { streamsCatchUp, streamsConcurrent, streamsLongPoll, streamsSequential, streamsSse } from './lib/streams-scenarios.mjs'
@@ -143,6 +144,8 @@ const SCENARIOS = [
   { name: 'streams-long-poll', capS: 12, streams: true, run: (ctx) => streamsLongPoll(ctx, { readers: 100, appends: 200 }) },
   // What Cloudflare would bill, from our Worker's own usage counts (the reference has none).
   { name: 'streams-cost', capS: 90, streams: true, needsAdmin: true, run: (ctx) => streamsCost(ctx) },
+  // Pub/sub: a publish to 1,000 estuaries (ours only: neither reference has them).
+  { name: 'streams-estuary', capS: 30, streams: true, oursOnly: true, run: (ctx) => streamsEstuary(ctx, { subscribers: 1_000, publishes: 5 }) },
 ]
 // Run order: fan-out-500 first, on a freshly started worker, because it also takes the memory
 // figure (workerd RSS with its 500 sockets open and idle, before its pushes), whose baseline
@@ -175,7 +178,9 @@ const scenarioTokens = only.filter((t) => SCENARIOS.some((x) => matches(x.name, 
 const targets = TARGETS.filter((t) => targetTokens.length === 0 || targetTokens.some((tok) => matches(t.name, tok)))
 const scenarios = RUN_ORDER.filter((s) => scenarioTokens.length === 0 || scenarioTokens.some((tok) => matches(s.name, tok)))
 const applies = (scenario, target) =>
-  (target.streamsOnly ? scenario.streams : !scenario.streams || target.streams) && (!scenario.needsAdmin || target.adminSecret !== undefined)
+  (target.streamsOnly ? scenario.streams : !scenario.streams || target.streams) &&
+  (!scenario.needsAdmin || target.adminSecret !== undefined) &&
+  (!scenario.oursOnly || target.kind === 'ours')
 
 // A subset run writes its own file and keeps the last full run's bench.json, whose figures give
 // the ratios for targets it did not run (marked * in the table).
