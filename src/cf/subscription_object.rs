@@ -467,14 +467,19 @@ async fn serve_sub(
                 if let Some((loaded, _)) = kept.load().map_err(failed)? {
                     sub = loaded;
                 }
+                // All followed first, then each watched (a watch saves the state it reads).
+                let mut followed = Vec::new();
                 for stream in existing {
                     if guarded_project(env, &stream).await? && !reaches_guarded(&pattern, &stream) {
                         continue;
                     }
                     if sub.follow(&stream, LinkType::Glob, 0).unwrap_or(false) {
-                        kept.save(&sub, &base).map_err(failed)?;
-                        watch(env, name, &kept, &stream, false).await?;
+                        followed.push(stream);
                     }
+                }
+                kept.save(&sub, &base).map_err(failed)?;
+                for stream in followed {
+                    watch(env, name, &kept, &stream, false).await?;
                 }
             }
             let sub = kept.load().map_err(failed)?.map(|(s, _)| s).unwrap_or(sub);

@@ -156,6 +156,34 @@ describe('webhook subscriptions', () => {
     }
   }, 60_000)
 
+  test('a pattern takes the streams that exist at their tails: history is not replayed', async () => {
+    const hook = await receiver([[200, { done: true }]])
+    const id = fresh('backfill')
+    const prefix = fresh('ledger')
+    try {
+      await createStream(`${prefix}/a`, { n: 1 })
+      await append(`${prefix}/a`, { n: 2 })
+      await createStream(`${prefix}/b`, { n: 1 })
+      await createStream(`${prefix}/c`)
+      const created = await put(id, { type: 'webhook', pattern: `${prefix}/*`, webhook: { url: hook.url } })
+      expect(created.status, created.text).toBe(201)
+      const offset = (n) => `0000000000000000_${String(n).padStart(16, '0')}`
+      expect(created.json.streams).toEqual([
+        { path: `${prefix}/a`, link_type: 'glob', acked_offset: offset(2) },
+        { path: `${prefix}/b`, link_type: 'glob', acked_offset: offset(1) },
+        { path: `${prefix}/c`, link_type: 'glob', acked_offset: offset(0) },
+      ])
+      await sleep(500)
+      expect(hook.received, 'nothing pending, no wake').toHaveLength(0)
+      await append(`${prefix}/b`, { n: 2 })
+      const [wake] = await hook.waitFor(1)
+      expect(wake.body.streams.filter((s) => s.has_pending).map((s) => [s.path, s.tail_offset])).toEqual([[`${prefix}/b`, offset(2)]])
+    } finally {
+      await call(sub(id), { method: 'DELETE' })
+      await hook.close()
+    }
+  }, 60_000)
+
   test('unsafe webhook URLs are refused and nothing is kept', async () => {
     for (const url of ['http://10.0.0.1/h', 'https://169.254.169.254/latest', 'https://192.168.0.1/', 'https://[fd00::1]/', 'https://[::ffff:10.0.0.1]/', 'http://example.com/h', 'ftp://example.com/']) {
       const id = fresh('unsafe')
