@@ -103,51 +103,76 @@ pub async fn worker_fetch(mut req: Request, env: &Env) -> Result<Response> {
             return json_error(refusal.status, "BAD_REQUEST", message);
         }
     };
-    let (project, stream, need) = match &route {
+    let authorization = req.headers().get("Authorization")?;
+    match route {
         Route::Subscribe { project, stream } | Route::Unsubscribe { project, stream } => {
-            (project, Some(stream.as_str()), Scope::Write)
+            let subscribing = req.method() == worker::Method::Post;
+            let id = match estuary_id(&mut req).await? {
+                Some(Ok(id)) => id,
+                Some(Err(e)) => return json_error(400, "BAD_REQUEST", e),
+                None => {
+                    return json_error(
+                        400,
+                        "BAD_REQUEST",
+                        "the body must be {\"estuaryId\": \"…\"}",
+                    )
+                }
+            };
+            // The source is read; the session stream is written.
+            let reach = [
+                (Some(stream.as_str()), Scope::Read),
+                (Some(id.as_str()), Scope::Write),
+            ];
+            if let Some(refused) = guard(env, &project, &reach, authorization.as_deref()).await? {
+                return Ok(refused);
+            }
+            if subscribing {
+                subscribe(env, &project, &stream, &id).await
+            } else {
+                unsubscribe(env, &project, &stream, &id).await
+            }
         }
-        Route::Info { project, .. } => (project, None, Scope::Read),
-        Route::Delete { project, .. } => (project, None, Scope::Write),
+        Route::Info { project, id } => {
+            let reach = [(Some(id.as_str()), Scope::Read)];
+            if let Some(refused) = guard(env, &project, &reach, authorization.as_deref()).await? {
+                return Ok(refused);
+            }
+            info(env, &project, &id).await
+        }
+        Route::Delete { project, id } => {
+            let reach = [(Some(id.as_str()), Scope::Write)];
+            if let Some(refused) = guard(env, &project, &reach, authorization.as_deref()).await? {
+                return Ok(refused);
+            }
+            delete(env, &project, &id).await
+        }
+    }
+}
+
+/// In a project with tokens: whether the request's token reaches each stream as it needs
+/// (`None`: it does; else the refusal).
+async fn guard(
+    env: &Env,
+    project: &str,
+    reach: &[(Option<&str>, Scope)],
+    authorization: Option<&str>,
+) -> Result<Option<Response>> {
+    let Some(config) = super::projects::project_config(env, project).await? else {
+        return Ok(None);
     };
-    if let Some(config) = super::projects::project_config(env, project).await? {
-        let authorization = req.headers().get("Authorization")?;
-        let now = super::now_s();
+    for (stream, need) in reach {
         if let Err(denied) = authorize(
             &config,
             project,
-            stream,
-            need,
-            authorization.as_deref(),
-            now,
+            *stream,
+            *need,
+            authorization,
+            super::now_s(),
         ) {
-            return super::projects::denied_response(&denied);
+            return super::projects::denied_response(&denied).map(Some);
         }
     }
-    match route {
-        Route::Subscribe { project, stream } => {
-            let Some(id) = estuary_id(&mut req).await? else {
-                return json_error(
-                    400,
-                    "BAD_REQUEST",
-                    "the body must be {\"estuaryId\": \"…\"}",
-                );
-            };
-            subscribe(env, &project, &stream, &id).await
-        }
-        Route::Unsubscribe { project, stream } => {
-            let Some(id) = estuary_id(&mut req).await? else {
-                return json_error(
-                    400,
-                    "BAD_REQUEST",
-                    "the body must be {\"estuaryId\": \"…\"}",
-                );
-            };
-            unsubscribe(env, &project, &stream, &id).await
-        }
-        Route::Info { project, id } => info(env, &project, &id).await,
-        Route::Delete { project, id } => delete(env, &project, &id).await,
-    }
+    Ok(None)
 }
 
 /// The estuary id of a subscribe or unsubscribe body; `None` when the body is not one.
@@ -160,16 +185,7 @@ async fn estuary_id(req: &mut Request) -> Result<Option<Result<EstuaryId, String
         .map(|b| EstuaryId::parse(&b.estuary_id)))
 }
 
-async fn subscribe(
-    env: &Env,
-    project: &str,
-    stream: &str,
-    id: &Result<EstuaryId, String>,
-) -> Result<Response> {
-    let id = match id {
-        Ok(id) => id,
-        Err(e) => return json_error(400, "BAD_REQUEST", e.clone()),
-    };
+async fn subscribe(env: &Env, project: &str, stream: &str, id: &EstuaryId) -> Result<Response> {
     let source = stream_path(project, stream);
     let session = stream_path(project, id.as_str());
     if source == session {
@@ -228,16 +244,7 @@ async fn subscribe(
     )
 }
 
-async fn unsubscribe(
-    env: &Env,
-    project: &str,
-    stream: &str,
-    id: &Result<EstuaryId, String>,
-) -> Result<Response> {
-    let id = match id {
-        Ok(id) => id,
-        Err(e) => return json_error(400, "BAD_REQUEST", e.clone()),
-    };
+async fn unsubscribe(env: &Env, project: &str, stream: &str, id: &EstuaryId) -> Result<Response> {
     let source = stream_path(project, stream);
     let session = stream_path(project, id.as_str());
     let named = serde_json::to_string(&Named::new(&session))?;
@@ -373,24 +380,40 @@ async fn watch_op(
 ) -> Result<Response> {
     let named: Named = serde_json::from_slice(body)?;
     let watchers = Watchers::open(stream.platform().state().storage().sql()).map_err(failed)?;
+    let now = worker::Date::now().as_millis();
+    // Known at once (an append waiting for the lock must count this watcher).
+    let result = watch_op_on(stream, &watchers, env, path, &named, now).await;
     run.changed();
+    result
+}
+
+async fn watch_op_on(
+    stream: &Rc<StreamOf>,
+    watchers: &Watchers,
+    env: &Env,
+    path: &str,
+    named: &Named,
+    now: u64,
+) -> Result<Response> {
     match path {
         WATCH => {
             // At the tail under the writer lock: an append is before it or told to it.
             let recorded = stream
                 .at_tail(|meta, tail| {
-                    watchers.add(&named.name, tail.get()).map(|since| Watched {
-                        since,
-                        tail: tail.get(),
-                        content_type: meta.content_type.clone(),
-                    })
+                    watchers
+                        .add(&named.name, tail.get(), now)
+                        .map(|since| Watched {
+                            since,
+                            tail: tail.get(),
+                            content_type: meta.content_type.clone(),
+                        })
                 })
                 .await
                 .map_err(failed)?;
             match recorded {
                 Ok(watched) => Response::from_json(&watched.map_err(failed)?),
                 Err(404) if named.missing_ok => {
-                    let since = watchers.add(&named.name, 0).map_err(failed)?;
+                    let since = watchers.add(&named.name, 0, now).map_err(failed)?;
                     Response::from_json(&Watched {
                         since,
                         tail: 0,
@@ -409,11 +432,7 @@ async fn watch_op(
         }
         _ => {
             let tail = stream.log().tail().await.map_err(failed)?;
-            let notice = Notice::new(
-                &stream.platform().state().id().name().unwrap_or_default(),
-                tail,
-                &[],
-            );
+            let notice = Notice::new(&stream.platform().name().unwrap_or_default(), tail, &[]);
             let status = super::fanout::notify(env, &named.name, &notice).await?;
             Ok(Response::empty()?.with_status(if status < 300 { 204 } else { status }))
         }
@@ -441,7 +460,7 @@ async fn session_info(stream: &StreamOf) -> Result<Response> {
     let Some(meta) = stream.estuary().await.map_err(failed)? else {
         return plain(404, "no estuary here");
     };
-    let name = stream.platform().state().id().name().unwrap_or_default();
+    let name = stream.platform().name().unwrap_or_default();
     let Some((project, id)) = name
         .strip_prefix("/v1/stream/")
         .and_then(|rest| rest.split_once('/'))
@@ -539,6 +558,6 @@ pub(super) async fn leave_if_expired(stream: &StreamOf, env: &Env) {
     if !meta.is_expired(worker::Date::now().as_millis()) {
         return;
     }
-    let name = stream.platform().state().id().name().unwrap_or_default();
+    let name = stream.platform().name().unwrap_or_default();
     leave_sources(env, &name, estuary.sources.keys().cloned()).await;
 }

@@ -10,7 +10,7 @@
 //! is harmless: each copies by source position (see [`crate::durable_streams::estuary`]).
 
 use super::stream_object::{StreamOf, STREAMS_BINDING};
-use crate::durable_streams::fanout::{Notice, QueuedNotice, QUEUE_BATCH};
+use crate::durable_streams::fanout::{queue_sends, Notice, QueuedNotice};
 use crate::storage::watchers::Watchers;
 use crate::stream::{Budget, SeqNum, StorageError};
 use std::cell::Cell;
@@ -30,6 +30,23 @@ const CONCURRENT: usize = 50;
 /// Watchers read from storage at once.
 const PAGE: usize = 500;
 
+/// A flag held while a piece of work runs; let go when the work ends or is dropped (a request
+/// the runtime cancels must not leave it set).
+pub(super) struct Busy<'a>(&'a Cell<bool>);
+
+impl<'a> Busy<'a> {
+    /// The flag, unless it is held already.
+    pub(super) fn take(flag: &'a Cell<bool>) -> Option<Busy<'a>> {
+        (!flag.replace(true)).then_some(Busy(flag))
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
 /// What an object keeps in memory about its fan-out.
 #[derive(Default)]
 pub(super) struct FanOutRun {
@@ -42,11 +59,15 @@ pub(super) struct FanOutRun {
 }
 
 impl FanOutRun {
-    /// Forgets what it knew about the watchers (one was added or removed).
+    /// Forgets what it knew about the watchers (after one was added or removed).
     pub(super) fn changed(&self) {
         self.watched.set(None);
     }
 }
+
+/// The time a watcher may be unknown to the session it names (a subscribe between its watch
+/// and its link) before a `404` from it means it is gone.
+const PRUNE_GRACE_MS: u64 = 60_000;
 
 fn failed(e: impl std::fmt::Display) -> worker::Error {
     worker::Error::RustError(e.to_string())
@@ -56,12 +77,13 @@ fn watchers(stream: &StreamOf) -> std::result::Result<Watchers, StorageError> {
     Watchers::open(stream.platform().state().storage().sql())
 }
 
-/// Arms the object's alarm for `due_ms` unless it is set sooner.
-pub(super) async fn arm(stream: &StreamOf, due_ms: u64) -> Result<()> {
-    let storage = stream.platform().state().storage();
+/// Arms an object's alarm for `due_ms` unless it is set sooner (and still to come).
+pub(super) async fn arm_state(state: &worker::State, due_ms: u64) -> Result<()> {
+    let storage = state.storage();
     let due = i64::try_from(due_ms).unwrap_or(i64::MAX);
+    let now = i64::try_from(Date::now().as_millis()).unwrap_or(i64::MAX);
     if let Some(current) = storage.get_alarm().await? {
-        if current <= due {
+        if current <= due && current > now {
             return Ok(());
         }
     }
@@ -69,10 +91,30 @@ pub(super) async fn arm(stream: &StreamOf, due_ms: u64) -> Result<()> {
     storage.set_alarm(ScheduledTime::new(date)).await
 }
 
-/// When the fan-out wants the alarm (`None`: nothing owed); [`super::stream_object::CfPlatform`]
-/// keeps the sooner of this and the protocol's own time.
+async fn arm(stream: &StreamOf, due_ms: u64) -> Result<()> {
+    arm_state(stream.platform().state(), due_ms).await
+}
+
+/// When the fan-out wants the alarm (`None`: nothing owed), never in the past: a fan-out
+/// running now keeps its own time. [`super::stream_object::CfPlatform`] keeps the sooner of
+/// this and the protocol's own time.
 pub(super) fn due_ms_of(state: &worker::State) -> Option<u64> {
-    Watchers::open(state.storage().sql()).ok()?.owed().ok()?.1
+    let due = Watchers::open(state.storage().sql()).ok()?.owed().ok()?.1?;
+    Some(due.max(Date::now().as_millis().saturating_add(1_000)))
+}
+
+/// Whether a fan-out is owed (its time may have passed: the object was evicted or crashed).
+fn owed(state: &worker::State) -> bool {
+    Watchers::open(state.storage().sql())
+        .and_then(|w| w.owed())
+        .is_ok_and(|(_, due)| due.is_some())
+}
+
+/// How far every watcher has been told, as of a log whose tail is `tail`: a mark past the tail
+/// is an earlier stream's at this path (deleted or expired), so nothing of this one was told.
+fn notified_of(table: &Watchers, tail: u64) -> std::result::Result<u64, StorageError> {
+    let (notified, _) = table.owed()?;
+    Ok(if notified > tail { 0 } else { notified })
 }
 
 /// Forgets the watchers of a stream that was deleted.
@@ -97,7 +139,7 @@ pub(super) fn forget(stream: &StreamOf, run: &FanOutRun, env: &Env) {
     if let Err(e) = table.clear() {
         worker::console_warn!("forgetting watchers: {e}");
     }
-    let Some(source) = stream.platform().state().id().name() else {
+    let Some(source) = stream.platform().name() else {
         return;
     };
     let env = env.clone();
@@ -127,12 +169,14 @@ pub(super) async fn after_write(
         return Ok(());
     }
     let tail = stream.log().tail().await.map_err(failed)?.get();
-    let (notified, due) = table.owed().map_err(failed)?;
-    if notified >= tail {
+    let notified = notified_of(&table, tail).map_err(failed)?;
+    if notified == tail {
         return Ok(());
     }
-    if due.is_none() {
-        let due = Date::now().as_millis().saturating_add(RETRY_MS);
+    // Owed before the write is answered: a crash from here on leaves the alarm to tell them.
+    let now = Date::now().as_millis();
+    if table.owed().map_err(failed)?.1.is_none_or(|due| due <= now) {
+        let due = now.saturating_add(RETRY_MS);
         table.set_owed(notified, Some(due)).map_err(failed)?;
         arm(stream, due).await?;
     }
@@ -146,8 +190,22 @@ pub(super) fn resume_once(stream: &Rc<StreamOf>, run: &Rc<FanOutRun>, env: &Env)
     if run.resumed.replace(true) {
         return;
     }
-    if due_ms_of(stream.platform().state()).is_some() {
+    if owed(stream.platform().state()) {
         start(stream, run, env);
+    }
+}
+
+/// The alarm's part: a fan-out owed goes on, within the alarm.
+pub(super) async fn on_alarm(stream: &Rc<StreamOf>, run: &FanOutRun, env: &Env) -> Result<()> {
+    if !owed(stream.platform().state()) {
+        return Ok(());
+    }
+    match Busy::take(&run.running) {
+        Some(_busy) => fan_out(stream, run, env).await,
+        None => {
+            run.again.set(true);
+            Ok(())
+        }
     }
 }
 
@@ -157,33 +215,41 @@ pub(super) fn start(stream: &Rc<StreamOf>, run: &Rc<FanOutRun>, env: &Env) {
         run.again.set(true);
         return;
     }
-    run.running.set(true);
     let (owner, run2, env) = (stream.clone(), run.clone(), env.clone());
     stream.platform().state().wait_until(async move {
+        let Some(_busy) = Busy::take(&run2.running) else {
+            run2.again.set(true);
+            return;
+        };
         if let Err(e) = fan_out(&owner, &run2, &env).await {
             worker::console_warn!("fan-out: {e}");
         }
-        run2.running.set(false);
     });
 }
 
 /// Tells every watcher until none is owed anything; a failure leaves it owed for the alarm.
 pub(super) async fn fan_out(stream: &Rc<StreamOf>, run: &FanOutRun, env: &Env) -> Result<()> {
-    let Some(source) = stream.platform().state().id().name() else {
+    let Some(source) = stream.platform().name() else {
         return Ok(());
     };
     loop {
         run.again.set(false);
         let table = watchers(stream).map_err(failed)?;
         let tail = stream.log().tail().await.map_err(failed)?;
-        let (notified, _) = table.owed().map_err(failed)?;
-        if notified >= tail.get() {
+        let notified = notified_of(&table, tail.get()).map_err(failed)?;
+        if notified == tail.get() {
             table.set_owed(notified, None).map_err(failed)?;
             return Ok(());
         }
-        let after = SeqNum::new(notified).unwrap_or(SeqNum::ROOT);
+        // This round holds the alarm as a lease: cut short, it is made again.
+        let due = Date::now().as_millis().saturating_add(RETRY_MS);
+        table.set_owed(notified, Some(due)).map_err(failed)?;
+        arm(stream, due).await?;
+        // The newest messages ride along (a session that is up to date needs only those).
+        let after =
+            SeqNum::new(notified.max(tail.get().saturating_sub(64))).unwrap_or(SeqNum::ROOT);
         let budget = Budget {
-            rows: 1_000,
+            rows: 64,
             bytes: crate::durable_streams::fanout::NOTICE_MESSAGE_BYTES,
         };
         let messages = stream
@@ -194,9 +260,7 @@ pub(super) async fn fan_out(stream: &Rc<StreamOf>, run: &FanOutRun, env: &Env) -
         if tell_all(&table, &notice, env).await? {
             table.set_owed(tail.get(), None).map_err(failed)?;
         } else {
-            let due = Date::now().as_millis().saturating_add(RETRY_MS);
-            table.set_owed(notified, Some(due)).map_err(failed)?;
-            arm(stream, due).await?;
+            // Owed still; the alarm of this round tries again.
             return Ok(());
         }
         if !run.again.get() {
@@ -224,17 +288,11 @@ async fn tell_all(table: &Watchers, notice: &Notice, env: &Env) -> Result<bool> 
         };
         after = last.clone();
         if let Some(queue) = &queue {
-            let batch: Vec<QueuedNotice> = page
-                .chunks(QUEUE_BATCH)
-                .map(|names| QueuedNotice {
-                    notice: notice.clone(),
-                    watchers: names.to_vec(),
-                })
-                .collect();
-            for messages in batch.chunks(100) {
-                let sent = queue.send_batch(messages.to_vec()).await;
+            for messages in queue_sends(notice, &page) {
+                let count = messages.len() as u64;
+                let sent = queue.send_batch(messages).await;
                 match sent {
-                    Ok(()) => super::usage::count(|u| u.fanout_queued += messages.len() as u64),
+                    Ok(()) => super::usage::count(|u| u.fanout_queued += count),
                     Err(e) => {
                         worker::console_warn!("fan-out queue: {e}");
                         all = false;
@@ -255,7 +313,8 @@ async fn tell_all(table: &Watchers, notice: &Notice, env: &Env) -> Result<bool> 
                 match status {
                     Ok(200..=299) => {}
                     Ok(404) => {
-                        table.remove(name).map_err(failed)?;
+                        let before = Date::now().as_millis().saturating_sub(PRUNE_GRACE_MS);
+                        table.remove_if_added_before(name, before).map_err(failed)?;
                     }
                     Ok(status) => {
                         worker::console_warn!("fan-out to {name}: {status}");

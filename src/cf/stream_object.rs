@@ -231,6 +231,8 @@ pub(super) fn event_stream_headers(headers_of: &[(String, String)], cors: Cors) 
 pub struct CfPlatform {
     state: State,
     env: Env,
+    /// The object's name, once known (see [`CfPlatform::name`]).
+    name: std::cell::RefCell<Option<String>>,
     /// When this instance of the object started (again after each eviction).
     woke_ms: u64,
 }
@@ -244,6 +246,52 @@ impl CfPlatform {
     /// The Worker's environment.
     pub(super) fn env(&self) -> &Env {
         &self.env
+    }
+
+    /// The object's name (the path it serves): from its id, kept in its SQLite for the times the
+    /// runtime starts it without one (an alarm after an eviction or a restart).
+    pub(super) fn name(&self) -> Option<String> {
+        if let Some(name) = self.name.borrow().clone() {
+            return Some(name);
+        }
+        let sql = self.state.storage().sql();
+        let kept = crate::storage::do_sqlite::exec(
+            &sql,
+            "CREATE TABLE IF NOT EXISTS ds_identity (id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT NOT NULL) STRICT",
+            Vec::new(),
+            "create identity",
+        );
+        let found = match (self.state.id().name(), kept) {
+            (Some(name), Ok(_)) => {
+                let saved = crate::storage::do_sqlite::exec(
+                    &sql,
+                    "INSERT OR REPLACE INTO ds_identity (id, name) VALUES (1, ?)",
+                    vec![worker::SqlStorageValue::from(name.clone())],
+                    "keep identity",
+                );
+                if let Err(e) = saved {
+                    worker::console_warn!("{e}");
+                }
+                Some(name)
+            }
+            (Some(name), Err(_)) => Some(name),
+            (None, Ok(_)) => crate::storage::do_sqlite::exec(
+                &sql,
+                "SELECT name FROM ds_identity WHERE id = 1",
+                Vec::new(),
+                "read identity",
+            )
+            .ok()
+            .and_then(|cursor| cursor.raw().next())
+            .and_then(|row| row.ok())
+            .and_then(|row| match row.into_iter().next() {
+                Some(worker::SqlStorageValue::String(name)) => Some(name),
+                _ => None,
+            }),
+            (None, Err(_)) => None,
+        };
+        self.name.borrow_mut().clone_from(&found);
+        found
     }
 
     /// An internal call to the stream object at `path`.
@@ -456,6 +504,7 @@ impl StreamsObject {
                 CfPlatform {
                     state,
                     env,
+                    name: std::cell::RefCell::new(None),
                     woke_ms: Date::now().as_millis(),
                 },
                 config,
@@ -488,6 +537,8 @@ impl StreamsObject {
     pub async fn fetch(&self, req: Request) -> Result<Response> {
         super::usage::count(|u| u.object_requests += 1);
         if let Ok(stream) = &self.stream {
+            // Its name kept for an alarm that starts it without one.
+            stream.platform().name();
             // A fan-out owed by an earlier life of the object goes on now (the alarm would too).
             super::fanout::resume_once(stream, &self.watchers, &stream.platform().env);
         }
@@ -502,13 +553,13 @@ impl StreamsObject {
         let stream = self.stream()?;
         let env = stream.platform().env.clone();
         let state = stream.platform().state();
-        let name = state.id().name();
+        let name = stream.platform().name();
         if super::subscription_object::is_subscription_object(name.as_deref()) {
             super::subscription_object::alarm(state, &env, &self.subscription).await?;
             return Response::ok("");
         }
-        if super::fanout::due_ms_of(stream.platform().state()).is_some() {
-            super::fanout::start(&stream, &self.watchers, &env);
+        if let Err(e) = super::fanout::on_alarm(&stream, &self.watchers, &env).await {
+            worker::console_warn!("fan-out: {e}");
         }
         super::estuary::leave_if_expired(&stream, &env).await;
         stream
@@ -553,20 +604,34 @@ impl StreamsObject {
         }
         if let Some(op) = path.strip_prefix(super::registry::REGISTRY_PATH) {
             let platform = stream.platform();
-            let name = platform.state.id().name();
+            let name = platform.name();
             let sql = platform.state.storage().sql();
             if name.as_deref() == Some(super::registry::STREAM_REGISTRY) {
                 if op == "pattern" {
                     return super::subscription_object::serve_pattern(&sql, &body);
                 }
                 if op == "change" {
-                    // A stream that came into being joins the subscriptions whose pattern it matches.
+                    // Recorded first; then a stream that came into being joins the
+                    // subscriptions whose pattern it matches.
                     let created = serde_json::from_slice::<serde_json::Value>(&body)
                         .ok()
                         .filter(|c| c["present"] == serde_json::Value::Bool(true))
                         .and_then(|c| c["name"].as_str().map(str::to_owned));
+                    let recorded =
+                        super::registry::serve_body(sql.clone(), name.clone(), &path, &body);
                     if let Some(created) = created {
-                        super::subscription_object::link_created(&env, &sql, &created).await?;
+                        let (owner, env) = (stream.clone(), env.clone());
+                        stream.platform().state.wait_until(async move {
+                            let sql = owner.platform().state.storage().sql();
+                            let linked =
+                                super::subscription_object::link_created(&env, &sql, &created);
+                            if let Err(e) = linked.await {
+                                worker::console_warn!("linking {created}: {e}");
+                            }
+                        });
+                    }
+                    if let Some(response) = recorded {
+                        return response;
                     }
                 }
             }
@@ -630,7 +695,11 @@ impl StreamsObject {
         if let Outcome::Reply(response) = &outcome {
             match (method.as_str(), response.status) {
                 ("POST" | "PUT", 200..=299) => {
-                    super::fanout::after_write(&stream, &self.watchers, &env).await?;
+                    // The write is committed: its answer stands whatever happens here.
+                    if let Err(e) = super::fanout::after_write(&stream, &self.watchers, &env).await
+                    {
+                        worker::console_warn!("fan-out owed after a write: {e}");
+                    }
                 }
                 // The next stream at this path starts with no watchers.
                 ("DELETE", 204) => super::fanout::forget(&stream, &self.watchers, &env),

@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use worker::{
-    Date, Env, Headers, Method, Request, RequestInit, Response, Result, ScheduledTime, SqlStorage,
+    Date, Env, Headers, Method, Request, RequestInit, Response, Result, SqlStorage,
     SqlStorageValue, State,
 };
 
@@ -60,15 +60,18 @@ fn now_ms() -> u64 {
 
 struct Random;
 impl Fresh for Random {
+    /// 18 random bytes; empty if the runtime has none (a subscription without a secret takes
+    /// no token).
     fn token(&mut self) -> String {
-        let mut bytes = [0u8; 18];
-        if getrandom::getrandom(&mut bytes).is_err() {
-            bytes = now_ms().to_le_bytes().repeat(3)[..18]
-                .try_into()
-                .unwrap_or([7; 18]);
-        }
         use base64::Engine;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        let mut bytes = [0u8; 18];
+        match getrandom::getrandom(&mut bytes) {
+            Ok(()) => base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
+            Err(e) => {
+                worker::console_error!("no randomness: {e}");
+                String::new()
+            }
+        }
     }
 }
 
@@ -295,7 +298,7 @@ pub(super) async fn serve(
     body: &[u8],
 ) -> Option<Result<Response>> {
     let state = stream.platform().state();
-    let name = state.id().name()?;
+    let name = stream.platform().name()?;
     let name = name.as_str();
     if name == KEYS_OBJECT {
         return Some(if req.path() == KEY_OP {
@@ -338,6 +341,7 @@ async fn serve_sub(
         sub.on_tail(source, notice.tail);
         sub.maybe_wake(&mut Random);
         kept.save(&sub, &base).map_err(failed)?;
+        arm_if_waking(state, &kept).await?;
         drive_later(stream, run, name);
         return empty(204);
     }
@@ -348,7 +352,8 @@ async fn serve_sub(
         };
         if sub.follow(&link.stream, LinkType::Glob, 0).unwrap_or(false) {
             kept.save(&sub, &base).map_err(failed)?;
-            watch(env, name, &kept, &link.stream, true).await?;
+            watch_all(env, name, &kept, std::slice::from_ref(&link.stream), true).await?;
+            arm_if_waking(state, &kept).await?;
             drive_later(stream, run, name);
         }
         return empty(204);
@@ -406,21 +411,26 @@ async fn serve_sub(
         };
         let mut pattern = None;
         let mut streams = Vec::new();
+        let mut wake_stream = None;
         if let Some((stored, _)) = kept.load().map_err(failed)? {
             pattern = stored.spec.pattern;
             streams = stored.spec.streams;
+            wake_stream = stored.spec.wake_stream;
         }
         if method == Method::Put || rest == "/streams" {
             if let Ok(asked) = serde_json::from_slice::<Value>(body) {
                 if let Some(p) = asked["pattern"].as_str() {
                     pattern = Some(p.to_owned());
                 }
+                if let Some(w) = asked["wake_stream"].as_str() {
+                    wake_stream = Some(w.to_owned());
+                }
                 let named = asked["streams"].as_array().into_iter().flatten();
                 streams.extend(named.filter_map(|s| s.as_str().map(str::to_owned)));
             }
         }
         let authorization = req.headers().get("authorization")?;
-        for project in named_projects(pattern.as_deref(), &streams) {
+        for project in named_projects(pattern.as_deref(), &streams, wake_stream.as_deref()) {
             if let Some(config) = super::projects::project_config(env, project).await? {
                 let allowed = authorize(
                     &config,
@@ -441,7 +451,8 @@ async fn serve_sub(
             let allow_loopback = env
                 .var("DS_WEBHOOK_ALLOW_LOOPBACK")
                 .is_ok_and(|v| v.to_string().trim() == "true");
-            let spec = match parse_spec(body, |u| check_webhook_url(u, allow_loopback)) {
+            let spec = match parse_spec(body, |u| check_webhook_url(u, allow_loopback).map(|_| ()))
+            {
                 Ok(spec) => spec,
                 Err(e) => return refusal(&e),
             };
@@ -455,13 +466,11 @@ async fn serve_sub(
                     "a different subscription has this id",
                 ));
             }
-            let mut sub = Subscription::new(id, spec, now_ms());
+            let mut sub = Subscription::new(id, spec, now_ms(), &mut Random);
             kept.save(&sub, &base).map_err(failed)?;
             // Explicit streams are watched from their tail now (or their start, once created).
             let explicit: Vec<String> = sub.spec.streams.clone();
-            for stream in &explicit {
-                watch(env, name, &kept, stream, false).await?;
-            }
+            watch_all(env, name, &kept, &explicit, false).await?;
             if let Some(pattern) = sub.spec.pattern.clone() {
                 let existing = register_pattern(env, name, Some(&pattern)).await?;
                 if let Some((loaded, _)) = kept.load().map_err(failed)? {
@@ -478,9 +487,7 @@ async fn serve_sub(
                     }
                 }
                 kept.save(&sub, &base).map_err(failed)?;
-                for stream in followed {
-                    watch(env, name, &kept, &stream, false).await?;
-                }
+                watch_all(env, name, &kept, &followed, false).await?;
             }
             let sub = kept.load().map_err(failed)?.map(|(s, _)| s).unwrap_or(sub);
             json_response(201, &show(&sub))
@@ -540,9 +547,7 @@ async fn serve_sub(
                 }
             }
             kept.save(&sub, &base).map_err(failed)?;
-            for stream in &add.streams {
-                watch(env, name, &kept, stream, false).await?;
-            }
+            watch_all(env, name, &kept, &add.streams, false).await?;
             empty(204)
         }
         (Method::Delete, rest) if rest.starts_with("/streams/") => {
@@ -567,6 +572,13 @@ async fn serve_sub(
             kept.save(&sub, &base).map_err(failed)?;
             unwatch_all(env, name, std::iter::once(stream)).await;
             empty(204)
+        }
+        (Method::Post, "/callback" | "/ack" | "/release") if token.is_none() => {
+            refusal(&SubError::new(
+                401,
+                "TOKEN_INVALID",
+                "Missing or malformed Authorization header",
+            ))
         }
         (Method::Post, "/callback" | "/ack") => {
             let Ok(ack) = serde_json::from_slice::<AckBody>(body) else {
@@ -656,7 +668,7 @@ async fn serve_sub(
                     "Subscription not found",
                 ));
             };
-            match sub.release(token.as_deref(), &ack.wake_id, ack.generation) {
+            match sub.release(token.as_deref(), &ack.wake_id, ack.generation, now_ms()) {
                 Ok(()) => {
                     kept.save(&sub, &base).map_err(failed)?;
                     drive_later(stream, run, name);
@@ -673,30 +685,55 @@ async fn serve_sub(
     }
 }
 
-/// Watches `stream` (relative) for the subscription `name` and records its tail; a stream that
-/// was just created under a pattern (`from_start`) is pending from its start.
-async fn watch(env: &Env, name: &str, kept: &Kept, stream: &str, from_start: bool) -> Result<()> {
-    let path = format!("/v1/stream/{stream}");
+/// Watches `streams` (relative) for the subscription `name`, a few at a time, and records
+/// their tails in one save: a stream followed from its tail (`from_start` false) starts there,
+/// one created under a pattern (`from_start`) is pending from its start.
+async fn watch_all(
+    env: &Env,
+    name: &str,
+    kept: &Kept,
+    streams: &[String],
+    from_start: bool,
+) -> Result<()> {
     let named = serde_json::to_string(&Named {
         name: name.to_owned(),
         missing_ok: true,
     })?;
-    let mut answer = internal_call(env, &path, WATCH, named).await?;
-    if answer.status_code() != 200 {
-        worker::console_warn!(
-            "subscription {name} watching {stream}: {}",
-            answer.status_code()
-        );
-        return Ok(());
-    }
-    let watched: Watched = answer.json().await?;
-    if let Some((mut sub, base)) = kept.load().map_err(failed)? {
-        if let Some(followed) = sub.streams.get_mut(stream) {
-            if !from_start && followed.acked == 0 && followed.tail == 0 {
-                followed.acked = watched.tail;
+    let mut watched = Vec::new();
+    for chunk in streams.chunks(25) {
+        let asks = chunk.iter().map(|stream| {
+            let named = named.clone();
+            async move {
+                let path = format!("/v1/stream/{stream}");
+                let mut answer = internal_call(env, &path, WATCH, named).await.ok()?;
+                if answer.status_code() != 200 {
+                    worker::console_warn!(
+                        "subscription {name} watching {stream}: {}",
+                        answer.status_code()
+                    );
+                    return None;
+                }
+                let w: Watched = answer.json().await.ok()?;
+                Some((stream.clone(), w.tail))
             }
+        });
+        watched.extend(
+            futures_util::future::join_all(asks)
+                .await
+                .into_iter()
+                .flatten(),
+        );
+    }
+    if let Some((mut sub, base)) = kept.load().map_err(failed)? {
+        for (stream, tail) in watched {
+            if let Some(followed) = sub.streams.get_mut(&stream) {
+                // Where it starts: its tail when watched (a notice may have come since).
+                if !from_start && followed.acked == 0 {
+                    followed.acked = tail;
+                }
+            }
+            sub.on_tail(&stream, tail);
         }
-        sub.on_tail(stream, watched.tail);
         sub.maybe_wake(&mut Random);
         kept.save(&sub, &base).map_err(failed)?;
     }
@@ -891,16 +928,22 @@ pub(super) async fn link_created(env: &Env, sql: &SqlStorage, path: &str) -> Res
 }
 
 async fn arm(state: &State, due: Option<u64>) -> Result<()> {
-    let Some(due) = due else { return Ok(()) };
-    let storage = state.storage();
-    let due = i64::try_from(due).unwrap_or(i64::MAX);
-    if let Some(current) = storage.get_alarm().await? {
-        if current <= due && current > i64::try_from(now_ms()).unwrap_or(i64::MAX) {
-            return Ok(());
-        }
+    match due {
+        Some(due) => super::fanout::arm_state(state, due).await,
+        None => Ok(()),
     }
-    let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(due as f64));
-    storage.set_alarm(ScheduledTime::new(date)).await
+}
+
+/// A wake not yet delivered is owed to the alarm too (an eviction before its delivery).
+async fn arm_if_waking(state: &State, kept: &Kept) -> Result<()> {
+    let waking = kept
+        .load()
+        .map_err(failed)?
+        .is_some_and(|(sub, _)| sub.wake.is_some_and(|w| !w.delivered && !w.announced));
+    if waking {
+        arm(state, Some(now_ms().saturating_add(5_000))).await?;
+    }
+    Ok(())
 }
 
 /// Delivers what is owed after the request.
@@ -984,15 +1027,19 @@ async fn drive_inner(state: &State, env: &Env) -> Result<()> {
             let Some((mut sub, base)) = kept.load().map_err(failed)? else {
                 return Ok(());
             };
+            if sub.wake.as_ref().map(|w| &w.wake_id) != Some(&wake.wake_id) {
+                continue;
+            }
             match appended {
-                Ok(()) => {
-                    if let Some(current) = sub.wake.as_mut().filter(|w| w.wake_id == wake.wake_id) {
+                // A wake stream that does not exist is not waited for: claims still work.
+                Ok(()) | Err(WakeStream::Missing) => {
+                    if let Some(current) = sub.wake.as_mut() {
                         current.announced = true;
                     }
                     kept.save(&sub, &base).map_err(failed)?;
-                    return arm(state, sub.due_ms()).await;
+                    continue;
                 }
-                Err(e) => {
+                Err(WakeStream::Failed(e)) => {
                     worker::console_warn!("wake stream {wake_stream}: {e}");
                     return arm(state, Some(now_ms().saturating_add(5_000))).await;
                 }
@@ -1001,7 +1048,14 @@ async fn drive_inner(state: &State, env: &Env) -> Result<()> {
             return Ok(());
         }
     }
-    Ok(())
+    // More rounds are owed: the alarm goes on with them.
+    arm(state, Some(now_ms().saturating_add(1_000))).await
+}
+
+/// Why a wake event was not appended.
+enum WakeStream {
+    Missing,
+    Failed(worker::Error),
 }
 
 /// POSTs a signed notification; whether its answer said `{"done": true}`.
@@ -1014,22 +1068,61 @@ async fn post_webhook(env: &Env, url: &str, note: &Value) -> Result<bool> {
         "webhook-signature",
         &key.signature(now_ms() / 1_000, body.as_bytes()),
     )?;
+    // The address as a WHATWG parser reads it (what was checked), no redirects followed.
+    let url = url::Url::parse(url).map_err(failed)?;
     let mut init = RequestInit::new();
     init.with_method(Method::Post)
         .with_headers(headers)
-        .with_body(Some(body.into()));
-    let request = Request::new_with_init(url, &init)?;
-    let mut answer = worker::Fetch::Request(request).send().await?;
+        .with_body(Some(body.into()))
+        .with_redirect(worker::RequestRedirect::Manual);
+    let request = Request::new_with_init(url.as_str(), &init)?;
+    let fetch = worker::Fetch::Request(request);
+    let send = fetch.send();
+    let timeout = worker::Delay::from(std::time::Duration::from_millis(WEBHOOK_TIMEOUT_MS));
+    futures_util::pin_mut!(send, timeout);
+    let mut answer = match futures_util::future::select(send, timeout).await {
+        futures_util::future::Either::Left((answer, _)) => answer?,
+        futures_util::future::Either::Right(_) => return Err(failed("no answer in time")),
+    };
     if !(200..300).contains(&answer.status_code()) {
         return Err(failed(format!("answered {}", answer.status_code())));
     }
-    let text = answer.text().await.unwrap_or_default();
-    Ok(serde_json::from_str::<Value>(&text)
+    // Only a short answer is read: `{"done": true}` or not.
+    let mut bytes = Vec::new();
+    if let Ok(mut body) = answer.stream() {
+        use futures_util::StreamExt;
+        while let Some(Ok(chunk)) = body.next().await {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > WEBHOOK_ANSWER_BYTES {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(serde_json::from_slice::<Value>(&bytes)
         .is_ok_and(|v| v.get("done") == Some(&Value::Bool(true))))
 }
 
+/// A receiver that has not answered in this long has failed this delivery.
+const WEBHOOK_TIMEOUT_MS: u64 = 10_000;
+/// The most of a receiver's answer that is read.
+const WEBHOOK_ANSWER_BYTES: usize = 64 * 1024;
+
 /// Appends a wake event to the wake stream (relative path), through its object.
-async fn append_event(env: &Env, wake_stream: &str, event: &Value) -> Result<()> {
+async fn append_event(
+    env: &Env,
+    wake_stream: &str,
+    event: &Value,
+) -> std::result::Result<(), WakeStream> {
+    append_event_to(env, wake_stream, event)
+        .await
+        .map_err(WakeStream::Failed)?
+}
+
+async fn append_event_to(
+    env: &Env,
+    wake_stream: &str,
+    event: &Value,
+) -> Result<std::result::Result<(), WakeStream>> {
     let path = format!("/v1/stream/{wake_stream}");
     let headers = Headers::new();
     headers.set("content-type", "application/json")?;
@@ -1044,9 +1137,12 @@ async fn append_event(env: &Env, wake_stream: &str, event: &Value) -> Result<()>
         .get_stub()?
         .fetch_with_request(request)
         .await?;
-    if (200..300).contains(&answer.status_code()) {
-        Ok(())
-    } else {
-        Err(failed(format!("answered {}", answer.status_code())))
-    }
+    Ok(match answer.status_code() {
+        200..=299 => Ok(()),
+        404 | 410 => {
+            worker::console_warn!("wake stream {wake_stream} does not exist: wake event skipped");
+            Err(WakeStream::Missing)
+        }
+        status => Err(WakeStream::Failed(failed(format!("answered {status}")))),
+    })
 }

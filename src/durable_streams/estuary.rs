@@ -83,6 +83,10 @@ impl Route {
             .strip_prefix(ESTUARY_PREFIX)
             .ok_or_else(|| Response::error(404, "not an estuary path"))?;
         let not_found = || Response::error(404, "no such estuary route");
+        // `__ds` is not a project (the protocol's reserved paths).
+        if rest.split('/').any(|segment| segment == "__ds") {
+            return Err(not_found());
+        }
         if let Some(target) = rest.strip_prefix("subscribe/") {
             let (project, stream) = target.split_once('/').ok_or_else(not_found)?;
             if project.is_empty() || stream.is_empty() {

@@ -218,4 +218,10 @@ fn routes() {
         Route::parse("GET", "/v1/estuary/p").unwrap_err().status,
         404
     );
+    assert_eq!(
+        Route::parse("POST", "/v1/estuary/subscribe/__ds/x")
+            .unwrap_err()
+            .status,
+        404
+    );
 }

@@ -12,6 +12,11 @@ pub const NOTICE_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// Watchers per queue message.
 pub const QUEUE_BATCH: usize = 50;
+/// A queue message holds at most 128 KB, a batch of them 256 KB and 100 messages; kept well
+/// under.
+const QUEUE_MESSAGE_BYTES: usize = 120 * 1024;
+const QUEUE_SEND_BYTES: usize = 200 * 1024;
+const QUEUE_SEND_MESSAGES: usize = 100;
 
 /// One message of a notice, at its source offset.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -86,12 +91,91 @@ pub struct QueuedNotice {
     pub watchers: Vec<String>,
 }
 
+/// The queue messages telling `watchers` of `notice`, grouped into sends the queue takes: the
+/// notice loses its messages when they would not fit in a queue message (the sessions read
+/// the source then).
+pub fn queue_sends(notice: &Notice, watchers: &[String]) -> Vec<Vec<QueuedNotice>> {
+    let size = |q: &QueuedNotice| serde_json::to_string(q).map_or(usize::MAX, |s| s.len());
+    let mut messages: Vec<QueuedNotice> = watchers
+        .chunks(QUEUE_BATCH)
+        .map(|names| QueuedNotice {
+            notice: notice.clone(),
+            watchers: names.to_vec(),
+        })
+        .collect();
+    for message in &mut messages {
+        if size(message) > QUEUE_MESSAGE_BYTES {
+            message.notice.messages.clear();
+        }
+    }
+    let mut sends: Vec<Vec<QueuedNotice>> = Vec::new();
+    let mut bytes = 0;
+    for message in messages {
+        let len = size(&message);
+        match sends.last_mut() {
+            Some(send) if send.len() < QUEUE_SEND_MESSAGES && bytes + len <= QUEUE_SEND_BYTES => {
+                bytes += len;
+                send.push(message);
+            }
+            _ => {
+                bytes = len;
+                sends.push(vec![message]);
+            }
+        }
+    }
+    sends
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn m(seq: u64, data: &str) -> Message {
         Message::new(SeqNum::new(seq).unwrap(), data.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn queue_sends_stay_within_the_queues_limits() {
+        let names: Vec<String> = (0..1_000)
+            .map(|i| format!("/v1/stream/p/session-{i}"))
+            .collect();
+        let big = "x".repeat(60 * 1024);
+        let tail = SeqNum::new(1).unwrap();
+        for notice in [
+            Notice::new("/s", tail, &[m(1, "small")]),
+            Notice::new("/s", tail, &[m(1, &big)]),
+        ] {
+            let sends = queue_sends(&notice, &names);
+            let mut told = 0;
+            for send in &sends {
+                assert!(send.len() <= QUEUE_SEND_MESSAGES);
+                let bytes: usize = send
+                    .iter()
+                    .map(|q| serde_json::to_string(q).unwrap().len())
+                    .sum();
+                assert!(bytes <= QUEUE_SEND_BYTES, "{bytes}");
+                for q in send {
+                    assert!(serde_json::to_string(q).unwrap().len() <= QUEUE_MESSAGE_BYTES);
+                    told += q.watchers.len();
+                }
+            }
+            assert_eq!(told, 1_000);
+        }
+        // Small notices go whole, in one send of 20 messages.
+        let small = queue_sends(&Notice::new("/s", tail, &[m(1, "small")]), &names);
+        assert_eq!(small.len(), 1);
+        assert_eq!(small[0][0].notice.messages.len(), 1);
+        // A large one goes whole, two to a send.
+        let large = queue_sends(&Notice::new("/s", tail, &[m(1, &big)]), &names);
+        assert_eq!((large.len(), large[0][0].notice.messages.len()), (10, 1));
+        // One that would not fit in a queue message goes without its messages.
+        let mut huge = Notice::new("/s", tail, &[]);
+        huge.messages.push(NoticeMessage {
+            seq: 1,
+            data: "y".repeat(130 * 1024),
+        });
+        let sends = queue_sends(&huge, &names);
+        assert!(sends.iter().flatten().all(|q| q.notice.messages.is_empty()));
     }
 
     #[test]

@@ -10,14 +10,16 @@
 use super::meta::offset_text;
 use crate::stream::offset::ReadFrom;
 use crate::stream::SeqNum;
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use sha2::Sha256;
 use std::collections::BTreeMap;
 
 /// Default lease of a wake (a webhook's callback window, a pull-wake claim).
 pub const DEFAULT_LEASE_TTL_MS: u64 = 30_000;
 /// Streams one subscription may follow.
-pub const MAX_STREAMS: usize = 10_000;
+pub const MAX_STREAMS: usize = 1_000;
 
 /// The kind of consumer.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,41 +111,51 @@ pub fn valid_stream_name(name: &str) -> bool {
 
 /// Whether `pattern` is a valid glob: segments, `*` one whole segment, `**` (last) any rest.
 pub fn valid_pattern(pattern: &str) -> bool {
-    let segments: Vec<&str> = pattern.split('/').collect();
     !pattern.is_empty()
-        && segments.iter().enumerate().all(|(i, s)| {
-            !s.is_empty()
-                && *s != "."
-                && *s != ".."
-                && (*s != "**" || i + 1 == segments.len())
-                && (!s.contains('*') || *s == "*" || *s == "**")
+        && pattern.len() <= 1024
+        && pattern.split('/').all(|s| {
+            !s.is_empty() && s != "." && s != ".." && (!s.contains('*') || s == "*" || s == "**")
         })
 }
 
-/// Whether stream `name` matches `pattern` (`*`: one segment, `**` at the end: one or more).
+/// Whether stream `name` matches `pattern`: `*` is one whole segment, `**` zero or more.
 pub fn matches(pattern: &str, name: &str) -> bool {
-    let mut names = name.split('/');
-    for part in pattern.split('/') {
-        if part == "**" {
-            return names.next().is_some();
+    let pattern: Vec<&str> = pattern.split('/').collect();
+    let name: Vec<&str> = name.split('/').collect();
+    glob(&pattern, &name)
+}
+
+fn glob(pattern: &[&str], name: &[&str]) -> bool {
+    match pattern.split_first() {
+        None => name.is_empty(),
+        // Zero segments, or one more and `**` again (patterns are at most 1 KB: shallow).
+        Some((&"**", rest)) => {
+            glob(rest, name)
+                || name
+                    .split_first()
+                    .is_some_and(|(_, names)| glob(pattern, names))
         }
-        match names.next() {
-            Some(segment) if part == "*" || part == segment => {}
-            _ => return false,
-        }
+        Some((part, rest)) => match name.split_first() {
+            Some((segment, names)) if *part == "*" || part == segment => glob(rest, names),
+            _ => false,
+        },
     }
-    names.next().is_none()
 }
 
 /// The projects (first path segments) a subscription names literally: its pattern's, unless
 /// that is a wildcard, and its explicit streams'. A project with tokens is reached only by a
 /// subscription created with one of its tokens, so a wildcard does not reach it.
-pub fn named_projects<'a>(pattern: Option<&'a str>, streams: &'a [String]) -> Vec<&'a str> {
+pub fn named_projects<'a>(
+    pattern: Option<&'a str>,
+    streams: &'a [String],
+    wake_stream: Option<&'a str>,
+) -> Vec<&'a str> {
     let mut projects: Vec<&str> = pattern
         .and_then(|p| p.split('/').next())
         .filter(|first| !first.contains('*'))
         .into_iter()
         .chain(streams.iter().filter_map(|s| s.split('/').next()))
+        .chain(wake_stream.and_then(|w| w.split('/').next()))
         .collect();
     projects.sort_unstable();
     projects.dedup();
@@ -282,6 +294,8 @@ pub struct Subscription {
     pub streams: BTreeMap<String, Followed>,
     pub generation: u64,
     pub wake: Option<Wake>,
+    /// Signs the wakes' tokens (never shown).
+    pub secret: String,
 }
 
 /// Fresh random ids and tokens (the edge draws them).
@@ -314,7 +328,7 @@ pub fn retry_delay_ms(attempts: u32) -> u64 {
 }
 
 impl Subscription {
-    pub fn new(id: &str, spec: Spec, now_ms: u64) -> Subscription {
+    pub fn new(id: &str, spec: Spec, now_ms: u64, fresh: &mut dyn Fresh) -> Subscription {
         let streams = spec
             .streams
             .iter()
@@ -336,7 +350,42 @@ impl Subscription {
             streams,
             generation: 0,
             wake: None,
+            secret: fresh.token(),
         }
+    }
+
+    /// The token of generation `generation`: `<generation>.<MAC>`, so a stale one is known as
+    /// this subscription's (and fenced) without keeping it.
+    fn token_for(&self, generation: u64) -> String {
+        use base64::Engine;
+        let mac = self
+            .mac(generation)
+            .map(|m| m.finalize().into_bytes().to_vec())
+            .unwrap_or_default();
+        let text = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(mac.get(..18).unwrap_or_default());
+        format!("{generation}.{text}")
+    }
+
+    fn mac(&self, generation: u64) -> Option<Hmac<Sha256>> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.secret.as_bytes()).ok()?;
+        mac.update(format!("{}:{generation}", self.id).as_bytes());
+        Some(mac)
+    }
+
+    /// The generation a token of this subscription was made for (`None`: not one of its tokens).
+    fn token_generation(&self, token: &str) -> Option<u64> {
+        use base64::Engine;
+        let (generation, text) = token.split_once('.')?;
+        let generation: u64 = generation.parse().ok()?;
+        let given = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .ok()?;
+        if given.len() != 18 || self.secret.is_empty() {
+            return None;
+        }
+        self.mac(generation)?.verify_truncated_left(&given).ok()?;
+        Some(generation)
     }
 
     /// Follows `name` (`acked` where the consumer starts); whether it is new.
@@ -346,6 +395,10 @@ impl Subscription {
         link_type: LinkType,
         acked: u64,
     ) -> Result<bool, SubError> {
+        // A wake stream that its own pattern matches would wake its subscription forever.
+        if self.spec.wake_stream.as_deref() == Some(name) {
+            return Ok(false);
+        }
         if let Some(followed) = self.streams.get_mut(name) {
             if link_type == LinkType::Explicit {
                 followed.link_type = LinkType::Explicit;
@@ -407,7 +460,7 @@ impl Subscription {
         self.wake = Some(Wake {
             wake_id: format!("w_{}", fresh.token()),
             generation: self.generation,
-            token: fresh.token(),
+            token: self.token_for(self.generation),
             snapshot,
             holder: None,
             lease_until_ms: None,
@@ -513,6 +566,7 @@ impl Subscription {
             return;
         };
         wake.delivered = true;
+        wake.attempts = 0;
         wake.retry_at_ms = None;
         wake.lease_until_ms = Some(now_ms.saturating_add(lease));
         if done {
@@ -534,21 +588,23 @@ impl Subscription {
         }
     }
 
+    /// Checks a callback's, ack's or release's token (`401`), then that it names the current
+    /// wake (`409 FENCED`).
     fn current(&self, token: Option<&str>, wake_id: &str, generation: u64) -> Result<(), SubError> {
-        let Some(wake) = &self.wake else {
-            return Err(SubError::fenced());
-        };
-        if wake.wake_id != wake_id || wake.generation != generation {
-            return Err(SubError::fenced());
+        let invalid = || SubError::new(401, "TOKEN_INVALID", "Missing or invalid token");
+        let minted = token
+            .and_then(|t| self.token_generation(t))
+            .ok_or_else(invalid)?;
+        match &self.wake {
+            Some(wake)
+                if wake.generation == minted
+                    && wake.generation == generation
+                    && wake.wake_id == wake_id =>
+            {
+                Ok(())
+            }
+            _ => Err(SubError::fenced()),
         }
-        if token != Some(wake.token.as_str()) {
-            return Err(SubError::new(
-                401,
-                "INVALID_TOKEN",
-                "the token is not this wake's",
-            ));
-        }
-        Ok(())
     }
 
     /// A webhook's callback or a pull-wake worker's ack: moves the acks; `done` ends the wake.
@@ -559,6 +615,7 @@ impl Subscription {
         body: &AckBody,
         now_ms: u64,
     ) -> Result<bool, SubError> {
+        self.expire(now_ms);
         self.current(token, &body.wake_id, body.generation)?;
         let mut moves = Vec::new();
         for ack in &body.acks {
@@ -610,8 +667,9 @@ impl Subscription {
         fresh: &mut dyn Fresh,
     ) -> Result<Value, SubError> {
         if self.spec.kind != Kind::PullWake {
-            return Err(bad("only pull-wake subscriptions are claimed"));
+            return Err(bad("Subscription is not pull-wake"));
         }
+        self.expire(now_ms);
         self.maybe_wake(fresh);
         let lease = self.spec.lease_ttl_ms;
         let Some(wake) = self.wake.as_mut() else {
@@ -630,10 +688,7 @@ impl Subscription {
                 return Err(refusal);
             }
             Some(holder) if held && holder == worker => {}
-            _ => {
-                wake.holder = Some(worker.to_owned());
-                wake.token = fresh.token();
-            }
+            _ => wake.holder = Some(worker.to_owned()),
         }
         wake.lease_until_ms = Some(now_ms.saturating_add(lease));
         let wake = wake.clone();
@@ -654,7 +709,9 @@ impl Subscription {
         token: Option<&str>,
         wake_id: &str,
         generation: u64,
+        now_ms: u64,
     ) -> Result<(), SubError> {
+        self.expire(now_ms);
         self.current(token, wake_id, generation)?;
         self.wake = None;
         Ok(())
@@ -721,24 +778,30 @@ mod tests {
         assert!(!matches("events/*", "events/a/b"));
         assert!(!matches("events/*", "events"));
         assert!(matches("events/**", "events/a/b"));
-        assert!(!matches("events/**", "events"));
+        assert!(matches("events/**", "events"));
+        assert!(matches("**/logs", "a/b/logs") && matches("**/logs", "logs"));
+        assert!(
+            matches("a/**/z", "a/z") && matches("a/**/z", "a/b/c/z") && !matches("a/**/z", "a/b")
+        );
+        assert!(valid_pattern("a/**/b"));
         assert!(matches("a/*/c", "a/b/c"));
         assert!(!matches("a/*/c", "a/b/d"));
         assert!(valid_pattern("events/*") && valid_pattern("**") && valid_pattern("a/b"));
-        assert!(
-            !valid_pattern("a/**/b")
-                && !valid_pattern("a/b*")
-                && !valid_pattern("")
-                && !valid_pattern("a//b")
-        );
+        assert!(!valid_pattern("a/b*") && !valid_pattern("") && !valid_pattern("a//b"));
     }
 
     #[test]
     fn projects_named_by_a_subscription() {
         let streams = vec!["b/x".to_owned(), "a/y".to_owned(), "b/z".to_owned()];
-        assert_eq!(named_projects(Some("c/*"), &streams), vec!["a", "b", "c"]);
-        assert_eq!(named_projects(Some("**"), &[]), Vec::<&str>::new());
-        assert_eq!(named_projects(Some("*/logs"), &streams[..1]), vec!["b"]);
+        assert_eq!(
+            named_projects(Some("c/*"), &streams, None),
+            vec!["a", "b", "c"]
+        );
+        assert_eq!(named_projects(Some("**"), &[], Some("w/x")), vec!["w"]);
+        assert_eq!(
+            named_projects(Some("*/logs"), &streams[..1], None),
+            vec!["b"]
+        );
         assert!(reaches_guarded("app/*", "app/orders"));
         assert!(!reaches_guarded("*/orders", "app/orders"));
         assert!(!reaches_guarded("other/*", "app/orders"));
@@ -772,8 +835,7 @@ mod tests {
         );
         assert_eq!(refused(r#"{"type":"other","pattern":"a"}"#).status, 400);
         assert_eq!(
-            refused(r#"{"type":"webhook","pattern":"a/**/b","webhook":{"url":"https://x/"}}"#)
-                .status,
+            refused(r#"{"type":"webhook","pattern":"a/b*","webhook":{"url":"https://x/"}}"#).status,
             400
         );
         let ok = parse_spec(
@@ -788,7 +850,7 @@ mod tests {
     #[test]
     fn a_webhook_wake_is_acknowledged_once_and_fences_replays() {
         let mut fresh = Counter(0);
-        let mut sub = Subscription::new("s", spec("webhook"), 0);
+        let mut sub = Subscription::new("s", spec("webhook"), 0, &mut Counter(100));
         assert!(sub.follow("events/a", LinkType::Glob, 0).unwrap());
         assert!(!sub.maybe_wake(&mut fresh), "nothing pending");
         assert!(sub.on_tail("events/a", 2));
@@ -833,7 +895,7 @@ mod tests {
     #[test]
     fn failed_deliveries_back_off_and_expired_leases_wake_again() {
         let mut fresh = Counter(0);
-        let mut sub = Subscription::new("s", spec("webhook"), 0);
+        let mut sub = Subscription::new("s", spec("webhook"), 0, &mut Counter(100));
         sub.follow("events/a", LinkType::Glob, 0).unwrap();
         sub.on_tail("events/a", 1);
         sub.maybe_wake(&mut fresh);
@@ -854,7 +916,7 @@ mod tests {
     #[test]
     fn pull_wake_claims_are_leases() {
         let mut fresh = Counter(0);
-        let mut sub = Subscription::new("p", spec("pull"), 0);
+        let mut sub = Subscription::new("p", spec("pull"), 0, &mut Counter(100));
         sub.follow("events/x", LinkType::Glob, 0).unwrap();
         assert_eq!(
             sub.claim("w1", 0, &mut fresh).unwrap_err().code,
@@ -885,15 +947,29 @@ mod tests {
         let token = again["token"].as_str().unwrap().to_owned();
         let wake_id = again["wake_id"].as_str().unwrap().to_owned();
         assert_eq!(
-            sub.release(Some(&token), &wake_id, 1).unwrap_err().code,
+            sub.release(Some(&token), &wake_id, 1, 45).unwrap_err().code,
             "FENCED"
         );
-        assert_eq!(sub.release(Some(&token), &wake_id, 2), Ok(()));
+        assert_eq!(sub.release(Some(&token), &wake_id, 2, 45), Ok(()));
         // Released unacknowledged: the data still waits, another worker claims a new wake.
         let third = sub.claim("w2", 50, &mut fresh).unwrap();
         assert_eq!(third["generation"], 3);
-        // A claim whose lease ran out goes to the next worker.
-        assert_eq!(sub.claim("w3", 2_000, &mut fresh).unwrap()["generation"], 3);
+        // A claim whose lease ran out ends its wake: the next worker claims the next one.
+        assert_eq!(sub.claim("w3", 2_000, &mut fresh).unwrap()["generation"], 4);
         assert!(busy.body()["error"].get("message").is_none());
+        // The fenced worker's token is still its own: stale, not invalid.
+        let stale = sub.ack(Some(&token), &body, 2_100).unwrap_err();
+        assert_eq!((stale.status, stale.code), (409, "FENCED"));
+        // A token of another subscription (another secret) is invalid.
+        let other = Subscription::new("p", spec("pull"), 0, &mut Counter(555));
+        let forged = other.token_for(4);
+        assert_eq!(
+            sub.ack(Some(&forged), &body, 2_100).unwrap_err().status,
+            401
+        );
+        assert_eq!(
+            sub.ack(None, &body, 2_100).unwrap_err().code,
+            "TOKEN_INVALID"
+        );
     }
 }

@@ -78,54 +78,35 @@ impl WebhookKey {
     }
 }
 
-/// Why a webhook URL is refused; `Ok` when it may be called. `allow_loopback`: local
-/// development, where receivers listen on 127.0.0.1.
-pub fn check_webhook_url(url: &str, allow_loopback: bool) -> Result<(), String> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| "the webhook URL must be absolute".to_owned())?;
-    let scheme = scheme.to_ascii_lowercase();
-    if !matches!(scheme.as_str(), "http" | "https") {
-        return Err("the webhook URL must be http or https".into());
-    }
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    if authority.contains('@') {
+/// The URL to call, as a WHATWG parser reads it (so `https://0x0a.0.0.1/` is the address it
+/// names), or why it is refused: not https, or a private, loopback, link-local or metadata
+/// address. `allow_loopback`: local development, where receivers listen on 127.0.0.1 over http.
+pub fn check_webhook_url(text: &str, allow_loopback: bool) -> Result<String, String> {
+    let url = url::Url::parse(text.trim())
+        .map_err(|e| format!("webhook.url must be a valid URL: {e}"))?;
+    if !url.username().is_empty() || url.password().is_some() {
         return Err("the webhook URL must not carry credentials".into());
     }
-    let host = if let Some(bracketed) = authority.strip_prefix('[') {
-        bracketed.split(']').next().unwrap_or_default()
-    } else {
-        authority.split(':').next().unwrap_or_default()
+    let host = url
+        .host()
+        .ok_or_else(|| "the webhook URL has no host".to_owned())?;
+    let (loopback, private) = match &host {
+        url::Host::Ipv4(ip) => (ip.is_loopback(), private_v4(*ip)),
+        url::Host::Ipv6(ip) => (is_loopback(IpAddr::V6(*ip)), private_v6(*ip)),
+        url::Host::Domain(name) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            let loopback = name == "localhost" || name.ends_with(".localhost");
+            let local =
+                name.ends_with(".local") || name.ends_with(".internal") || !name.contains('.');
+            (loopback, loopback || local)
+        }
     };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    if host.is_empty() {
-        return Err("the webhook URL has no host".into());
-    }
-    let loopback_name = host == "localhost" || host.ends_with(".localhost");
-    let loopback = loopback_name || host.parse::<IpAddr>().is_ok_and(is_loopback);
-    // Plain http only to a receiver on this machine, in local development.
-    if scheme == "http" && !(loopback && allow_loopback) {
-        return Err("the webhook URL must use https".into());
-    }
-    match host.parse::<IpAddr>() {
-        Ok(ip) if is_loopback(ip) && allow_loopback => Ok(()),
-        Ok(ip) if is_private(ip) => {
-            Err(format!("{host} is a private, loopback or reserved address"))
-        }
-        Ok(_) => Ok(()),
-        Err(_) if loopback_name && allow_loopback => Ok(()),
-        Err(_) if loopback_name || host.ends_with(".local") || host.ends_with(".internal") => {
-            Err(format!("{host} names a local host"))
-        }
-        // Numeric forms other than dotted quads (2130706433, 0x7f.1) reach addresses too.
-        Err(_)
-            if host
-                .split('.')
-                .all(|l| l.starts_with("0x") || l.chars().all(|c| c.is_ascii_digit())) =>
-        {
-            Err(format!("{host} is a numeric address in an unusual form"))
-        }
-        Err(_) => Ok(()),
+    match url.scheme() {
+        "https" | "http" if loopback && allow_loopback => Ok(url.to_string()),
+        "http" => Err("the webhook URL must use https".into()),
+        "https" if private => Err(format!("{host} is a private, loopback or local address")),
+        "https" => Ok(url.to_string()),
+        _ => Err("the webhook URL must use https".into()),
     }
 }
 
@@ -135,13 +116,6 @@ fn is_loopback(ip: IpAddr) -> bool {
         IpAddr::V6(v6) => {
             v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
         }
-    }
-}
-
-fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => private_v4(v4),
-        IpAddr::V6(v6) => private_v6(v6),
     }
 }
 
@@ -221,10 +195,20 @@ mod tests {
             "ftp://example.com/",
             "example.com/hook",
             "http://user@example.com/",
+            "http://0x7f.1/",
+            "http://10.0.0.1\\.evil.com/",
+            "http://%31%30.0.0.1/",
+            "http://1\t0.0.0.1/",
+            "http://intranet/",
+            "http://metadata.google.internal/",
         ] {
             assert!(
                 check_webhook_url(bad, false).is_err(),
                 "{bad} should be refused"
+            );
+            assert!(
+                check_webhook_url(&bad.replace("http:", "https:"), false).is_err(),
+                "{bad} over https"
             );
         }
         assert!(check_webhook_url("http://example.com/hook", false).is_err());
@@ -239,7 +223,10 @@ mod tests {
                 "{good} should be allowed"
             );
         }
-        assert!(check_webhook_url("http://127.0.0.1:4000/webhook", true).is_ok());
+        assert_eq!(
+            check_webhook_url("http://127.0.0.1:4000/webhook", true).as_deref(),
+            Ok("http://127.0.0.1:4000/webhook")
+        );
         assert!(check_webhook_url("http://localhost:4000/", true).is_ok());
         assert!(check_webhook_url("http://10.0.0.1/hook", true).is_err());
     }

@@ -9,7 +9,7 @@ use crate::stream::StorageError;
 use worker::{SqlStorage, SqlStorageValue};
 
 const SCHEMA: [&str; 2] = [
-    "CREATE TABLE IF NOT EXISTS ds_watchers (name TEXT PRIMARY KEY NOT NULL, since INTEGER NOT NULL) STRICT",
+    "CREATE TABLE IF NOT EXISTS ds_watchers (name TEXT PRIMARY KEY NOT NULL, since INTEGER NOT NULL, added_ms INTEGER NOT NULL) STRICT",
     "CREATE TABLE IF NOT EXISTS ds_fanout (id INTEGER PRIMARY KEY CHECK (id = 1), notified INTEGER NOT NULL, due_ms INTEGER) STRICT",
 ];
 
@@ -27,11 +27,15 @@ impl Watchers {
     }
 
     /// Adds `name` watching from `since` unless it watches already; the position it watches from.
-    pub fn add(&self, name: &str, since: u64) -> Result<u64, StorageError> {
+    pub fn add(&self, name: &str, since: u64, now_ms: u64) -> Result<u64, StorageError> {
         exec(
             &self.sql,
-            "INSERT OR IGNORE INTO ds_watchers (name, since) VALUES (?, ?)",
-            vec![SqlStorageValue::from(name.to_owned()), int(since)],
+            "INSERT OR IGNORE INTO ds_watchers (name, since, added_ms) VALUES (?, ?, ?)",
+            vec![
+                SqlStorageValue::from(name.to_owned()),
+                int(since),
+                int(now_ms),
+            ],
             "add watcher",
         )?;
         Ok(first_u64(
@@ -52,6 +56,18 @@ impl Watchers {
             "remove watcher",
         )?;
         Ok(cursor.raw().next().is_some())
+    }
+
+    /// Removes `name` if it was added before `before_ms` (a watcher that answers it is gone, but
+    /// may just not have been set up yet).
+    pub fn remove_if_added_before(&self, name: &str, before_ms: u64) -> Result<(), StorageError> {
+        exec(
+            &self.sql,
+            "DELETE FROM ds_watchers WHERE name = ? AND added_ms < ?",
+            vec![SqlStorageValue::from(name.to_owned()), int(before_ms)],
+            "prune watcher",
+        )?;
+        Ok(())
     }
 
     /// Forgets every watcher (the stream is gone).
@@ -118,14 +134,14 @@ impl Watchers {
         }
     }
 
-    /// Records that every watcher was told through `notified` (never backwards), and the retry
-    /// time.
+    /// Records that every watcher was told through `notified`, and when the alarm tries again
+    /// (`None`: nothing owed).
     pub fn set_owed(&self, notified: u64, due_ms: Option<u64>) -> Result<(), StorageError> {
         let due = due_ms.map_or(SqlStorageValue::Null, int);
         exec(
             &self.sql,
             "INSERT INTO ds_fanout (id, notified, due_ms) VALUES (1, ?, ?) \
-             ON CONFLICT (id) DO UPDATE SET notified = max(notified, excluded.notified), due_ms = excluded.due_ms",
+             ON CONFLICT (id) DO UPDATE SET notified = excluded.notified, due_ms = excluded.due_ms",
             vec![int(notified), due],
             "save fan-out state",
         )?;
