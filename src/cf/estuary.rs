@@ -6,6 +6,7 @@
 //! follows its mark (reading the source only when the notice did not carry it).
 
 use super::fanout::{internal_call, FanOutRun};
+use super::js_error as failed;
 use super::stream_object::{plain, StreamOf};
 use crate::auth::policy::{authorize, Denied};
 use crate::auth::token::Scope;
@@ -15,10 +16,10 @@ use crate::durable_streams::estuary::{
 };
 use crate::durable_streams::fanout::Notice;
 use crate::storage::watchers::Watchers;
-use crate::stream::{Budget, SeqNum, StorageError};
+use crate::stream::{Budget, SeqNum};
 use serde::{Deserialize, Serialize};
 use std::rc::Rc;
-use worker::{Env, Headers, Request, Response, Result};
+use worker::{Env, Request, Response, Result};
 
 /// Internal operations of the stream object for estuaries, under `/__ds_internal/`.
 pub(super) const WATCH: &str = "/__ds_internal/watch";
@@ -76,15 +77,7 @@ fn json_error(status: u16, code: &'static str, message: impl Into<String>) -> Re
     })
 }
 
-fn json<T: Serialize>(status: u16, value: &T) -> Result<Response> {
-    let headers = Headers::new();
-    headers.set("content-type", "application/json")?;
-    headers.set("cache-control", "no-store")?;
-    super::stream_object::common_headers(&headers, super::stream_object::Cors::Open)?;
-    Ok(Response::from_json(value)?
-        .with_status(status)
-        .with_headers(headers))
-}
+use super::stream_object::json_reply as json;
 
 /// Whether the Worker routes `path` here.
 pub fn is_estuary_path(path: &str) -> bool {
@@ -346,10 +339,6 @@ async fn leave_sources(env: &Env, session: &str, sources: impl Iterator<Item = S
         }
     });
     futures_util::future::join_all(calls).await;
-}
-
-fn failed(e: StorageError) -> worker::Error {
-    worker::Error::RustError(e.to_string())
 }
 
 /// Serves the estuary operations of a stream object (`None`: not one of them).

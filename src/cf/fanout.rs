@@ -9,6 +9,7 @@
 //! an eviction or a crash in the middle makes the alarm tell them again. Telling a watcher twice
 //! is harmless: each copies by source position (see [`crate::durable_streams::estuary`]).
 
+use super::js_error as failed;
 use super::stream_object::{StreamOf, STREAMS_BINDING};
 use crate::durable_streams::fanout::{queue_sends, Notice, QueuedNotice};
 use crate::storage::watchers::Watchers;
@@ -68,10 +69,6 @@ impl FanOutRun {
 /// The time a watcher may be unknown to the session it names (a subscribe between its watch
 /// and its link) before a `404` from it means it is gone.
 const PRUNE_GRACE_MS: u64 = 60_000;
-
-fn failed(e: impl std::fmt::Display) -> worker::Error {
-    worker::Error::RustError(e.to_string())
-}
 
 fn watchers(stream: &StreamOf) -> std::result::Result<Watchers, StorageError> {
     Watchers::open(stream.platform().state().storage().sql())
@@ -145,7 +142,7 @@ pub(super) fn forget(stream: &StreamOf, run: &FanOutRun, env: &Env) {
     let env = env.clone();
     stream.platform().state().wait_until(async move {
         for name in subscriptions {
-            if let Err(e) = super::subscription_object::unlink(&env, &name, &source).await {
+            if let Err(e) = super::subscription_links::unlink(&env, &name, &source).await {
                 worker::console_warn!("unlinking {source} from {name}: {e}");
             }
         }

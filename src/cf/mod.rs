@@ -52,10 +52,13 @@ mod sse_fanout;
 mod store_admin;
 mod store_stream;
 pub mod stream_object;
+mod subscription_delivery;
+mod subscription_links;
 mod subscription_object;
 mod subscriptions;
 mod sync_object;
 pub(crate) mod usage;
+mod webhook_key;
 mod worker;
 mod ws;
 
@@ -72,6 +75,11 @@ fn now_iso() -> String {
 }
 
 /// The current time in whole seconds since the epoch (token expiries are in seconds).
+/// A failure of the runtime's kind.
+fn js_error(e: impl std::fmt::Display) -> ::worker::Error {
+    ::worker::Error::RustError(e.to_string())
+}
+
 fn now_s() -> u64 {
     // Milliseconds since the epoch as a JS number: non-negative and far below 2^53.
     (js_sys::Date::now() / 1_000.0) as u64

@@ -82,6 +82,18 @@ pub(super) fn plain(status: u16, message: &str) -> Result<Response> {
         .with_headers(headers))
 }
 
+/// A JSON answer of the stream edge's APIs (estuaries, subscriptions): never cached, readable
+/// cross-origin.
+pub(super) fn json_reply<T: serde::Serialize>(status: u16, value: &T) -> Result<Response> {
+    let headers = Headers::new();
+    headers.set("content-type", "application/json")?;
+    headers.set("cache-control", "no-store")?;
+    common_headers(&headers, Cors::Open)?;
+    Ok(Response::from_json(value)?
+        .with_status(status)
+        .with_headers(headers))
+}
+
 /// A protocol response as a Worker response.
 pub(super) fn to_response(response: DsResponse, cors: Cors) -> Result<Response> {
     let headers = Headers::new();
@@ -555,7 +567,7 @@ impl StreamsObject {
         let state = stream.platform().state();
         let name = stream.platform().name();
         if super::subscription_object::is_subscription_object(name.as_deref()) {
-            super::subscription_object::alarm(state, &env, &self.subscription).await?;
+            super::subscription_delivery::alarm(state, &env, &self.subscription).await?;
             return Response::ok("");
         }
         if let Err(e) = super::fanout::on_alarm(&stream, &self.watchers, &env).await {
@@ -587,8 +599,8 @@ impl StreamsObject {
         if let Some(served) = subscription.await {
             return served;
         }
-        if super::subscription_object::is_tail_op(&path) {
-            return super::subscription_object::serve_tail(&stream).await;
+        if super::subscription_links::is_tail_op(&path) {
+            return super::subscription_links::serve_tail(&stream).await;
         }
         if let Some(served) =
             super::estuary::internal(&stream, &self.watchers, &env, &path, &body).await
@@ -608,7 +620,7 @@ impl StreamsObject {
             let sql = platform.state.storage().sql();
             if name.as_deref() == Some(super::registry::STREAM_REGISTRY) {
                 if op == "pattern" {
-                    return super::subscription_object::serve_pattern(&sql, &body);
+                    return super::subscription_links::serve_pattern(&sql, &body);
                 }
                 if op == "change" {
                     // Recorded first; then a stream that came into being joins the
@@ -624,7 +636,7 @@ impl StreamsObject {
                         stream.platform().state.wait_until(async move {
                             let sql = owner.platform().state.storage().sql();
                             let linked =
-                                super::subscription_object::link_created(&env, &sql, &created);
+                                super::subscription_links::link_created(&env, &sql, &created);
                             if let Err(e) = linked.await {
                                 worker::console_warn!("linking {created}: {e}");
                             }

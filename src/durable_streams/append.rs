@@ -5,8 +5,9 @@
 use super::create::{body_messages, MAX_APPEND_BYTES};
 use super::headers::is_closed_flag;
 use super::http::{gone, not_found, Request, Response};
-use super::meta::{offset_text, ClosedBy, Meta, StreamMeta};
+use super::meta::{offset_text, ClosedBy, StreamMeta};
 use super::platform::Platform;
+use super::stream::keeping_releases;
 use super::stream::{State, Stream, StreamStore};
 use crate::stream::condition::{Precondition, Refusal};
 use crate::stream::producer::{parse_claim, ProducerClaim, Verdict};
@@ -144,13 +145,7 @@ impl<S: StreamStore, P: Platform> Stream<S, P> {
             stream.last_access_ms = now_ms;
         }
         let accepted = claim.zip(admission.producer);
-        let meta = Meta {
-            stream: Some(stream),
-            owed_releases: writer
-                .header()
-                .map(|meta| meta.owed_releases.clone())
-                .unwrap_or_default(),
-        };
+        let meta = keeping_releases(writer, stream);
         let tail = writer
             .commit(Commit {
                 reset: false,

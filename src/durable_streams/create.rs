@@ -3,7 +3,7 @@
 use super::headers::{is_closed_flag, is_json, normalize_content_type, parse_expiry, Expiry};
 use super::http::{Request, Response};
 use super::json::split_messages;
-use super::meta::{offset_text, ForkInfo, Meta, StreamMeta};
+use super::meta::{offset_text, ForkInfo, StreamMeta};
 use super::platform::{AcquireRequest, ForkPoint, Platform};
 use super::stream::{State, Stream, StreamStore};
 use crate::stream::offset::{parse_offset, ReadFrom};
@@ -241,14 +241,7 @@ impl<S: StreamStore, P: Platform> Stream<S, P> {
         messages: &[Message],
         url: &str,
     ) -> Result<Response, StorageError> {
-        let owed_releases = writer
-            .header()
-            .map(|meta| meta.owed_releases.clone())
-            .unwrap_or_default();
-        let meta = Meta {
-            stream: Some(stream),
-            owed_releases,
-        };
+        let meta = super::stream::keeping_releases(writer, stream);
         let tail = writer
             .commit(Commit {
                 reset: true,

@@ -8,8 +8,9 @@
 //! once and in order, and a session that joined late starts at its own `since`.
 
 use super::http::Response;
-use super::meta::{Meta, StreamMeta};
+use super::meta::StreamMeta;
 use super::platform::Platform;
+use super::stream::keeping_releases;
 use super::stream::{State, Stream, StreamStore};
 use crate::stream::{Commit, HeaderWrite, Message, SeqNum, StorageError};
 use serde::{Deserialize, Serialize};
@@ -258,13 +259,7 @@ impl<S: StreamStore, P: Platform> Stream<S, P> {
             );
         }
         stream.expires_at_ms = Some(expires_at);
-        let meta = Meta {
-            stream: Some(stream),
-            owed_releases: writer
-                .header()
-                .map(|meta| meta.owed_releases.clone())
-                .unwrap_or_default(),
-        };
+        let meta = keeping_releases(&writer, stream);
         writer
             .commit(Commit {
                 reset: is_new,
@@ -289,13 +284,7 @@ impl<S: StreamStore, P: Platform> Stream<S, P> {
             .as_mut()
             .is_some_and(|e| e.sources.remove(source).is_some());
         if removed {
-            let meta = Meta {
-                stream: Some(*stream),
-                owed_releases: writer
-                    .header()
-                    .map(|meta| meta.owed_releases.clone())
-                    .unwrap_or_default(),
-            };
+            let meta = keeping_releases(&writer, *stream);
             writer
                 .commit(Commit::header(HeaderWrite::Save(&meta)))
                 .await?;
@@ -351,13 +340,7 @@ impl<S: StreamStore, P: Platform> Stream<S, P> {
             });
         }
         link.copied = copied;
-        let meta = Meta {
-            stream: Some(stream),
-            owed_releases: writer
-                .header()
-                .map(|meta| meta.owed_releases.clone())
-                .unwrap_or_default(),
-        };
+        let meta = keeping_releases(&writer, stream);
         writer
             .commit(Commit {
                 reset: false,

@@ -6,8 +6,9 @@
 
 use super::headers::is_json;
 use super::http::Response;
-use super::meta::{Meta, StreamMeta};
+use super::meta::StreamMeta;
 use super::platform::{AcquireRequest, ForkPoint, Platform};
+use super::stream::keeping_releases;
 use super::stream::{State, Stream, StreamStore};
 use crate::stream::{Budget, Commit, HeaderWrite, Message, SeqNum, StorageError};
 
@@ -140,13 +141,7 @@ impl<S: StreamStore, P: Platform> Stream<S, P> {
             inherited,
             cut,
         };
-        let meta = Meta {
-            stream: Some(stream),
-            owed_releases: writer
-                .header()
-                .map(|meta| meta.owed_releases.clone())
-                .unwrap_or_default(),
-        };
+        let meta = keeping_releases(&writer, stream);
         writer
             .commit(Commit::header(HeaderWrite::Save(&meta)))
             .await?;

@@ -20,9 +20,13 @@ pub mod read;
 pub mod sse;
 pub mod stream;
 pub mod subscription;
+pub mod subscription_match;
+pub mod subscription_spec;
 pub mod webhook;
 
 #[cfg(test)]
 mod estuary_tests;
+#[cfg(test)]
+mod subscription_tests;
 #[cfg(test)]
 mod tests;

@@ -17,6 +17,17 @@ use crate::stream::{Commit, HeaderWrite, Log, LogStore, Message, StorageError, W
 pub trait StreamStore: LogStore<Entry = Message, Header = Meta> {}
 impl<S: LogStore<Entry = Message, Header = Meta>> StreamStore for S {}
 
+/// The path's metadata with `stream` in it, keeping the releases it owes.
+pub(super) fn keeping_releases<S: StreamStore>(writer: &Writer<'_, S>, stream: StreamMeta) -> Meta {
+    Meta {
+        stream: Some(stream),
+        owed_releases: writer
+            .header()
+            .map(|meta| meta.owed_releases.clone())
+            .unwrap_or_default(),
+    }
+}
+
 /// How long the alarm waits before it retries a release the source did not take.
 pub const RELEASE_RETRY_MS: u64 = 30_000;
 
