@@ -107,11 +107,12 @@ fn owed(state: &worker::State) -> bool {
         .is_ok_and(|(_, due)| due.is_some())
 }
 
-/// How far every watcher has been told, as of a log whose tail is `tail`: a mark past the tail
-/// is an earlier stream's at this path (deleted or expired), so nothing of this one was told.
-fn notified_of(table: &Watchers, tail: u64) -> std::result::Result<u64, StorageError> {
-    let (notified, _) = table.owed()?;
-    Ok(if notified > tail { 0 } else { notified })
+/// How far every watcher has been told, as of a log whose tail is `tail` (a mark past the tail
+/// is an earlier stream's at this path, deleted or expired, so nothing of this one was told),
+/// and when the alarm is to try again.
+fn owed_of(table: &Watchers, tail: u64) -> std::result::Result<(u64, Option<u64>), StorageError> {
+    let (notified, due) = table.owed()?;
+    Ok((if notified > tail { 0 } else { notified }, due))
 }
 
 /// Forgets the watchers of a stream that was deleted.
@@ -166,13 +167,13 @@ pub(super) async fn after_write(
         return Ok(());
     }
     let tail = stream.log().tail().await.map_err(failed)?.get();
-    let notified = notified_of(&table, tail).map_err(failed)?;
+    let (notified, due) = owed_of(&table, tail).map_err(failed)?;
     if notified == tail {
         return Ok(());
     }
     // Owed before the write is answered: a crash from here on leaves the alarm to tell them.
     let now = Date::now().as_millis();
-    if table.owed().map_err(failed)?.1.is_none_or(|due| due <= now) {
+    if due.is_none_or(|due| due <= now) {
         let due = now.saturating_add(RETRY_MS);
         table.set_owed(notified, Some(due)).map_err(failed)?;
         arm(stream, due).await?;
@@ -233,7 +234,7 @@ pub(super) async fn fan_out(stream: &Rc<StreamOf>, run: &FanOutRun, env: &Env) -
         run.again.set(false);
         let table = watchers(stream).map_err(failed)?;
         let tail = stream.log().tail().await.map_err(failed)?;
-        let notified = notified_of(&table, tail.get()).map_err(failed)?;
+        let (notified, _) = owed_of(&table, tail.get()).map_err(failed)?;
         if notified == tail.get() {
             table.set_owed(notified, None).map_err(failed)?;
             return Ok(());

@@ -68,6 +68,14 @@ pub fn is_subscription_path(path: &str) -> bool {
 
 use super::stream_object::json_reply as json_response;
 
+fn not_found() -> Result<Response> {
+    refusal(&SubError::new(
+        404,
+        "SUBSCRIPTION_NOT_FOUND",
+        "Subscription not found",
+    ))
+}
+
 pub(super) fn refusal(error: &SubError) -> Result<Response> {
     json_response(error.status, &error.body())
 }
@@ -399,11 +407,7 @@ async fn serve_sub(
         }
         (Method::Get, "") => match kept.load().map_err(failed)? {
             Some((sub, _)) => json_response(200, &show(&sub)),
-            None => refusal(&SubError::new(
-                404,
-                "SUBSCRIPTION_NOT_FOUND",
-                "Subscription not found",
-            )),
+            None => not_found(),
         },
         (Method::Delete, "") => {
             let Some((sub, _)) = kept.load().map_err(failed)? else {
@@ -440,11 +444,7 @@ async fn serve_sub(
                 ));
             }
             let Some((mut sub, base)) = kept.load().map_err(failed)? else {
-                return refusal(&SubError::new(
-                    404,
-                    "SUBSCRIPTION_NOT_FOUND",
-                    "Subscription not found",
-                ));
+                return not_found();
             };
             for stream in &add.streams {
                 if let Err(e) = sub.follow(stream, LinkType::Explicit, 0) {
@@ -461,11 +461,7 @@ async fn serve_sub(
                 .decode_utf8_lossy()
                 .into_owned();
             let Some((mut sub, base)) = kept.load().map_err(failed)? else {
-                return refusal(&SubError::new(
-                    404,
-                    "SUBSCRIPTION_NOT_FOUND",
-                    "Subscription not found",
-                ));
+                return not_found();
             };
             if !sub.unfollow(&stream) {
                 return refusal(&SubError::new(
@@ -494,11 +490,7 @@ async fn serve_sub(
                 ));
             };
             let Some((mut sub, base)) = kept.load().map_err(failed)? else {
-                return refusal(&SubError::new(
-                    404,
-                    "SUBSCRIPTION_NOT_FOUND",
-                    "Subscription not found",
-                ));
+                return not_found();
             };
             match sub.ack(token.as_deref(), &ack, now_ms()) {
                 Ok(next_wake) => {
@@ -522,12 +514,8 @@ async fn serve_sub(
                     "the body must be {\"worker\": \"…\"}",
                 ));
             };
-            let Some((mut sub, _)) = kept.load().map_err(failed)? else {
-                return refusal(&SubError::new(
-                    404,
-                    "SUBSCRIPTION_NOT_FOUND",
-                    "Subscription not found",
-                ));
+            let Some((sub, _)) = kept.load().map_err(failed)? else {
+                return not_found();
             };
             if sub.wake.is_none() && !sub.pending() {
                 // The streams' fan-out may not have reached us yet: ask them.
@@ -538,14 +526,9 @@ async fn serve_sub(
                 )
                 .await?;
             }
-            let Some((mut sub2, base)) = kept.load().map_err(failed)? else {
-                return refusal(&SubError::new(
-                    404,
-                    "SUBSCRIPTION_NOT_FOUND",
-                    "Subscription not found",
-                ));
+            let Some((mut sub, base)) = kept.load().map_err(failed)? else {
+                return not_found();
             };
-            std::mem::swap(&mut sub, &mut sub2);
             let claimed = sub.claim(&claim.worker, now_ms(), &mut Random);
             // A wake the claim began is announced in the wake stream too.
             kept.save(&sub, &base).map_err(failed)?;
@@ -567,11 +550,7 @@ async fn serve_sub(
                 ));
             };
             let Some((mut sub, base)) = kept.load().map_err(failed)? else {
-                return refusal(&SubError::new(
-                    404,
-                    "SUBSCRIPTION_NOT_FOUND",
-                    "Subscription not found",
-                ));
+                return not_found();
             };
             match sub.release(token.as_deref(), &ack.wake_id, ack.generation, now_ms()) {
                 Ok(()) => {
