@@ -52,6 +52,7 @@ mod sse_fanout;
 mod store_admin;
 mod store_stream;
 pub mod stream_object;
+mod stream_platform;
 mod subscription_delivery;
 mod subscription_links;
 mod subscription_object;

@@ -9,22 +9,20 @@
 use super::edge_cache::CachedRead;
 use super::sse_bridge::{ObjectLink, BRIDGE_PATH};
 use super::sse_fanout::{Bridged, FanOut};
+pub use super::stream_platform::CfPlatform;
+use super::stream_platform::ReadRequest;
 use crate::admin::model::{ProducerInfo, StreamInfo};
 use crate::durable_streams::create::MAX_APPEND_BYTES;
 use crate::durable_streams::http::Response as DsResponse;
-use crate::durable_streams::platform::{AcquireRequest, Clock, Config, ForkPoint, Platform};
+use crate::durable_streams::platform::{AcquireRequest, Config};
 use crate::durable_streams::read::{ReadQuery, Sse};
 use crate::durable_streams::stream::{Outcome, Stream};
 use crate::storage::r2::{R2Cold, SEGMENTS_BINDING};
-use crate::storage::segments::{decode_messages, encode_messages, SegmentPolicy};
+use crate::storage::segments::{encode_messages, SegmentPolicy};
 use crate::storage::stream_sqlite::SqliteStreamStore;
-use crate::stream::{Budget, Message, SeqNum, StorageError};
+use crate::stream::{Budget, StorageError};
 use std::rc::Rc;
-use std::time::Duration;
-use worker::{
-    Date, Delay, Env, Headers, Method, Request, RequestInit, Response, Result, ScheduledTime,
-    State, WebSocket,
-};
+use worker::{Date, Env, Headers, Method, Request, Response, Result, State, WebSocket};
 
 /// The binding of the stream Durable Object.
 pub const STREAMS_BINDING: &str = "STREAMS";
@@ -32,7 +30,7 @@ pub const STREAMS_BINDING: &str = "STREAMS";
 pub const STREAM_PREFIX: &str = "/v1/stream/";
 /// Object-to-object calls; the Worker forwards only [`STREAM_PREFIX`] paths, so these are
 /// unreachable from outside.
-const INTERNAL_PREFIX: &str = "/__ds_internal/";
+pub(super) const INTERNAL_PREFIX: &str = "/__ds_internal/";
 
 const ALLOW_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS";
 const ALLOW_HEADERS: &str = "content-type, stream-seq, stream-ttl, stream-expires-at, \
@@ -239,197 +237,6 @@ pub(super) fn event_stream_headers(headers_of: &[(String, String)], cors: Cors) 
     Ok(headers)
 }
 
-/// The platform of a stream's object.
-pub struct CfPlatform {
-    state: State,
-    env: Env,
-    /// The object's name, once known (see [`CfPlatform::name`]).
-    name: std::cell::RefCell<Option<String>>,
-    /// When this instance of the object started (again after each eviction).
-    woke_ms: u64,
-}
-
-impl CfPlatform {
-    /// The object's state (its storage and hibernatable sockets).
-    pub(super) fn state(&self) -> &State {
-        &self.state
-    }
-
-    /// The Worker's environment.
-    pub(super) fn env(&self) -> &Env {
-        &self.env
-    }
-
-    /// The object's name (the path it serves): from its id, kept in its SQLite for the times the
-    /// runtime starts it without one (an alarm after an eviction or a restart).
-    pub(super) fn name(&self) -> Option<String> {
-        if let Some(name) = self.name.borrow().clone() {
-            return Some(name);
-        }
-        let sql = self.state.storage().sql();
-        let kept = crate::storage::do_sqlite::exec(
-            &sql,
-            "CREATE TABLE IF NOT EXISTS ds_identity (id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT NOT NULL) STRICT",
-            Vec::new(),
-            "create identity",
-        );
-        let found = match (self.state.id().name(), kept) {
-            (Some(name), Ok(_)) => {
-                let saved = crate::storage::do_sqlite::exec(
-                    &sql,
-                    "INSERT OR REPLACE INTO ds_identity (id, name) VALUES (1, ?)",
-                    vec![worker::SqlStorageValue::from(name.clone())],
-                    "keep identity",
-                );
-                if let Err(e) = saved {
-                    worker::console_warn!("{e}");
-                }
-                Some(name)
-            }
-            (Some(name), Err(_)) => Some(name),
-            (None, Ok(_)) => crate::storage::do_sqlite::exec(
-                &sql,
-                "SELECT name FROM ds_identity WHERE id = 1",
-                Vec::new(),
-                "read identity",
-            )
-            .ok()
-            .and_then(|cursor| cursor.raw().next())
-            .and_then(|row| row.ok())
-            .and_then(|row| match row.into_iter().next() {
-                Some(worker::SqlStorageValue::String(name)) => Some(name),
-                _ => None,
-            }),
-            (None, Err(_)) => None,
-        };
-        self.name.borrow_mut().clone_from(&found);
-        found
-    }
-
-    /// An internal call to the stream object at `path`.
-    async fn call(&self, path: &str, op: &str, body: Vec<u8>) -> Result<Response> {
-        let stub = self
-            .env
-            .durable_object(STREAMS_BINDING)?
-            .id_from_name(path)?
-            .get_stub()?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post);
-        let array = js_sys::Uint8Array::from(body.as_slice());
-        init.with_body(Some(array.into()));
-        let request =
-            Request::new_with_init(&format!("https://streams{INTERNAL_PREFIX}{op}"), &init)?;
-        stub.fetch_with_request(request).await
-    }
-}
-
-fn failed(e: impl std::fmt::Display) -> StorageError {
-    StorageError(e.to_string())
-}
-
-impl Clock for CfPlatform {
-    fn now_ms(&self) -> u64 {
-        Date::now().as_millis()
-    }
-
-    async fn sleep(&self, ms: u64) {
-        Delay::from(Duration::from_millis(ms)).await;
-    }
-}
-
-impl Platform for CfPlatform {
-    async fn acquire(
-        &self,
-        source: &str,
-        request: &AcquireRequest,
-    ) -> std::result::Result<std::result::Result<ForkPoint, DsResponse>, StorageError> {
-        if !is_stream_path(source) {
-            return Ok(Err(DsResponse::error(
-                400,
-                "Stream-Forked-From must be a stream path",
-            )));
-        }
-        let body = serde_json::to_vec(request).map_err(failed)?;
-        let mut response = self.call(source, "acquire", body).await.map_err(failed)?;
-        let status = response.status_code();
-        let bytes = response.bytes().await.map_err(failed)?;
-        if status == 200 {
-            serde_json::from_slice(&bytes).map(Ok).map_err(failed)
-        } else {
-            Ok(Err(DsResponse::new(status)
-                .header("content-type", "text/plain; charset=utf-8")
-                .with_body(bytes)))
-        }
-    }
-
-    async fn release(&self, source: &str) -> std::result::Result<(), StorageError> {
-        let response = self
-            .call(source, "release", Vec::new())
-            .await
-            .map_err(failed)?;
-        match response.status_code() {
-            204 => Ok(()),
-            status => Err(StorageError(format!("release answered {status}"))),
-        }
-    }
-
-    async fn read_source(
-        &self,
-        source: &str,
-        after: SeqNum,
-        upto: SeqNum,
-        budget: Budget,
-    ) -> std::result::Result<Vec<Message>, StorageError> {
-        let request = ReadRequest {
-            after,
-            upto,
-            rows: budget.rows,
-            bytes: budget.bytes,
-        };
-        let body = serde_json::to_vec(&request).map_err(failed)?;
-        let mut response = self.call(source, "read", body).await.map_err(failed)?;
-        let bytes = response.bytes().await.map_err(failed)?;
-        if response.status_code() != 200 {
-            return Err(StorageError(format!(
-                "reading the fork's source: {}",
-                String::from_utf8_lossy(&bytes)
-            )));
-        }
-        decode_messages(&bytes)
-    }
-
-    async fn set_alarm(&self, at_ms: i64) {
-        // A fan-out owed to the stream's watchers may want it sooner.
-        let owed = super::fanout::due_ms_of(&self.state)
-            .and_then(|due| i64::try_from(due).ok())
-            .unwrap_or(i64::MAX);
-        let at_ms = at_ms.min(owed);
-        // Milliseconds since the epoch, well within f64's exact range.
-        let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(at_ms as f64));
-        if let Err(e) = self
-            .state
-            .storage()
-            .set_alarm(ScheduledTime::new(date))
-            .await
-        {
-            worker::console_error!("setting the stream's alarm: {e}");
-        }
-    }
-
-    fn warn(&self, message: &str) {
-        worker::console_warn!("{message}");
-    }
-}
-
-/// A fork's read of its source.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct ReadRequest {
-    after: SeqNum,
-    upto: SeqNum,
-    rows: usize,
-    bytes: usize,
-}
-
 pub(super) type StreamOf = Stream<SqliteStreamStore, CfPlatform>;
 
 impl Bridged for StreamOf {
@@ -511,16 +318,7 @@ impl StreamsObject {
         let policy = segment_policy(&env);
         let stream = SqliteStreamStore::open(state.storage()).map(|store| {
             let store = store.with_cold(cold, policy);
-            Rc::new(Stream::new(
-                store,
-                CfPlatform {
-                    state,
-                    env,
-                    name: std::cell::RefCell::new(None),
-                    woke_ms: Date::now().as_millis(),
-                },
-                config,
-            ))
+            Rc::new(Stream::new(store, CfPlatform::new(state, env), config))
         });
         if let (Ok(stream), true) = (&stream, bridged) {
             // Woken from hibernation with readers waiting: whatever woke it may concern them.
