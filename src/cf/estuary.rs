@@ -23,7 +23,7 @@ use worker::{Env, Request, Response, Result};
 
 /// Internal operations of the stream object for estuaries, under `/__ds_internal/`.
 pub(super) const WATCH: &str = "/__ds_internal/watch";
-pub(super) const UNWATCH: &str = "/__ds_internal/unwatch";
+const UNWATCH: &str = "/__ds_internal/unwatch";
 const RENOTIFY: &str = "/__ds_internal/renotify";
 const LINK: &str = "/__ds_internal/estuary-link";
 const UNLINK: &str = "/__ds_internal/estuary-unlink";
@@ -326,7 +326,7 @@ async fn delete(env: &Env, project: &str, id: &EstuaryId) -> Result<Response> {
 
 /// Removes the session from its sources' watchers (best effort: a source that still tells a
 /// session that is gone gets `404` and drops it then).
-async fn leave_sources(env: &Env, session: &str, sources: impl Iterator<Item = String>) {
+pub(super) async fn leave_sources(env: &Env, session: &str, sources: impl Iterator<Item = String>) {
     let Ok(named) = serde_json::to_string(&Named::new(session)) else {
         return;
     };
@@ -334,7 +334,7 @@ async fn leave_sources(env: &Env, session: &str, sources: impl Iterator<Item = S
         let named = named.clone();
         async move {
             if let Err(e) = internal_call(env, &source, UNWATCH, named).await {
-                worker::console_warn!("estuary {session} leaving {source}: {e}");
+                worker::console_warn!("{session} leaving {source}: {e}");
             }
         }
     });

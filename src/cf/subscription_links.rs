@@ -4,17 +4,16 @@
 //! that match it now and links each stream created later. A project with tokens is reached only
 //! by a pattern that names it.
 
-use super::estuary::{Named, Watched, UNWATCH, WATCH};
+use super::estuary::{Named, Watched, WATCH};
 use super::fanout::internal_call;
 use super::js_error as failed;
-use super::stream_object::STREAMS_BINDING;
 use super::subscription_object::{Kept, Random};
 use crate::durable_streams::subscription_match::{matches, reaches_guarded};
 use crate::storage::cold_index::int;
 use crate::storage::do_sqlite::{exec, sql_error};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use worker::{Env, Method, Request, RequestInit, Response, Result, SqlStorage, SqlStorageValue};
+use worker::{Env, Response, Result, SqlStorage, SqlStorageValue};
 
 /// The subscription objects' operations the registry and deleted streams call.
 pub(super) const LINK: &str = "/__ds_internal/subscription-link";
@@ -86,19 +85,8 @@ pub(super) async fn watch_all(
 }
 
 pub(super) async fn unwatch_all(env: &Env, name: &str, streams: impl Iterator<Item = String>) {
-    let Ok(named) = serde_json::to_string(&Named::new(name)) else {
-        return;
-    };
-    let calls = streams.map(|stream| {
-        let named = named.clone();
-        async move {
-            let path = format!("/v1/stream/{stream}");
-            if let Err(e) = internal_call(env, &path, UNWATCH, named).await {
-                worker::console_warn!("subscription {name} leaving {stream}: {e}");
-            }
-        }
-    });
-    futures_util::future::join_all(calls).await;
+    let paths = streams.map(|stream| format!("/v1/stream/{stream}"));
+    super::estuary::leave_sources(env, name, paths).await;
 }
 
 pub(super) async fn refresh_tails(env: &Env, kept: &Kept, streams: Vec<String>) -> Result<()> {
@@ -148,18 +136,8 @@ pub(super) async fn register_pattern(
     pattern: Option<&str>,
 ) -> Result<Vec<String>> {
     let body = json!({ "name": name, "pattern": pattern }).to_string();
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_body(Some(body.into()));
-    let request = Request::new_with_init(
-        &format!("https://registry{}pattern", super::registry::REGISTRY_PATH),
-        &init,
-    )?;
-    let mut answer = env
-        .durable_object(STREAMS_BINDING)?
-        .id_from_name(super::registry::STREAM_REGISTRY)?
-        .get_stub()?
-        .fetch_with_request(request)
-        .await?;
+    let op = format!("{}pattern", super::registry::REGISTRY_PATH);
+    let mut answer = internal_call(env, super::registry::STREAM_REGISTRY, &op, body).await?;
     if answer.status_code() != 200 {
         return Err(failed(format!(
             "the registry answered {}",
