@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url'
 import WebSocket from 'ws'
 import { startWorker } from '../tests/support/worker.mjs'
 import { findServer, makeMeter } from '../tests/support/procs.mjs'
-import { streamsCatchUp, streamsConcurrent, streamsSequential, streamsSse } from './lib/streams-scenarios.mjs'
+import { streamsCatchUp, streamsConcurrent, streamsLongPoll, streamsSequential, streamsSse } from './lib/streams-scenarios.mjs'
 import { catchUpHttp, catchUpWs, fanOut, push1, push100 } from './lib/sync-scenarios.mjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
@@ -32,6 +32,8 @@ const SCENARIOS = {
   'streams-concurrent': (ctx) => streamsConcurrent(ctx, { writers: 16, each: 125 }),
   'streams-catch-up': (ctx) => streamsCatchUp(ctx, { total: 20_000 }),
   'streams-sse': (ctx) => streamsSse(ctx, { readers: 100, appends: 200 }),
+  'streams-sse-300': (ctx) => streamsSse(ctx, { readers: 300, appends: 200 }),
+  'streams-long-poll': (ctx) => streamsLongPoll(ctx, { readers: 100, appends: 200 }),
 }
 const sequence = (process.env.SCENARIO ?? '').split(',').map((s) => s.trim()).filter(Boolean)
 if (sequence.length === 0 || sequence.some((name) => !SCENARIOS[name])) {

@@ -4,7 +4,14 @@
 //! its position and cursor (the edge cache keeps it under the same key), so every reader gets
 //! what its own request would have; an append then costs the object one answer per position
 //! instead of one per reader.
+//!
+//! Readers of a live stream do not all ask again before the answer comes: many come a little
+//! after. A `200` answer is therefore kept in the isolate for a few seconds (as the edge cache
+//! keeps it for longer, and for the same reason: it is the answer to that key for good), within
+//! a bound on entries and bytes, and dropped when the stream is deleted or created again here.
 
+use crate::durable_streams::edge_cache::{CacheStatus, X_CACHE};
+use crate::durable_streams::recent::{Limits, Recent};
 use futures_util::future::{select, Either};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -18,7 +25,8 @@ use worker::{Date, Delay, Headers, Response, Result};
 /// An answer as every reader of its key gets it.
 struct Answer {
     status: u16,
-    headers: Vec<(String, String)>,
+    /// Copied for each reader (a response's headers are its own).
+    headers: Headers,
     body: Vec<u8>,
 }
 
@@ -27,16 +35,13 @@ impl Answer {
         let body = response.bytes().await?;
         Ok(Answer {
             status: response.status_code(),
-            headers: response.headers().entries().collect(),
+            headers: super::copy_headers(response.headers())?,
             body,
         })
     }
 
     fn response(&self) -> Result<Response> {
-        let headers = Headers::new();
-        for (name, value) in &self.headers {
-            headers.append(name, value)?;
-        }
+        let headers = super::copy_headers(&self.headers)?;
         let response = if self.body.is_empty() {
             Response::empty()?
         } else {
@@ -64,6 +69,21 @@ struct UnderWay {
 thread_local! {
     /// The reads under way, by key.
     static UNDER_WAY: RefCell<HashMap<String, UnderWay>> = RefCell::default();
+    /// Answers kept after their read ended.
+    static RECENT: RefCell<Recent<Answer>> = RefCell::new(Recent::new(RECENT_LIMITS));
+}
+
+/// What the isolate keeps of answers after their read ended.
+const RECENT_LIMITS: Limits = Limits {
+    ttl_ms: 5_000,
+    entries: 256,
+    bytes: 4 << 20,
+};
+
+/// Drops the answers kept for the stream whose keys start with `prefix` (it was deleted or
+/// created again).
+pub(super) fn forget(prefix: &str) {
+    RECENT.with(|recent| recent.borrow_mut().forget_prefix(prefix));
 }
 
 /// Ends a key's read however it ends: its waiters hear whether an answer is there, and a read
@@ -101,6 +121,18 @@ impl Drop for Lead<'_> {
     }
 }
 
+/// Whether this isolate answers a read of `key` by itself: it keeps the answer, or a read is
+/// under way that a reader arriving now would wait for.
+pub(super) fn answered_here(key: &str, patience_ms: u64) -> bool {
+    let now = Date::now().as_millis();
+    RECENT.with(|recent| recent.borrow_mut().get(key, now).is_some())
+        || UNDER_WAY.with(|all| {
+            all.borrow()
+                .get(key)
+                .is_some_and(|under_way| now.saturating_sub(under_way.started_ms) <= patience_ms)
+        })
+}
+
 thread_local! {
     static NEXT_ID: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
@@ -113,6 +145,15 @@ where
     Fut: Future<Output = Result<Response>>,
 {
     let now = Date::now().as_millis();
+    if let Some(answer) = RECENT.with(|recent| recent.borrow_mut().get(key, now)) {
+        // Answered at the edge without the object, as a hit of the edge cache is.
+        super::usage::count(|u| u.cache_hits += 1);
+        let mut response = answer.response()?;
+        response
+            .headers_mut()
+            .set(X_CACHE, CacheStatus::Hit.as_str())?;
+        return Ok(response);
+    }
     let (id, joined, replaced) = UNDER_WAY.with(|all| {
         let mut all = all.borrow_mut();
         if let Some(under_way) = all.get_mut(key) {
@@ -159,6 +200,10 @@ where
     }
     let lead = Lead { key, id };
     let answer = Rc::new(Answer::read(read().await?).await?);
+    if answer.status == 200 {
+        let (size, now) = (answer.body.len(), Date::now().as_millis());
+        RECENT.with(|recent| recent.borrow_mut().keep(key, answer.clone(), size, now));
+    }
     finish(lead.key, lead.id, Some(answer.clone()));
     answer.response()
 }

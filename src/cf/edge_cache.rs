@@ -28,8 +28,7 @@ pub(super) struct CachedRead {
 
 impl CachedRead {
     /// The way of `req`, which a token of `reach` authorized (if one did).
-    pub(super) fn of(req: &Request, reach: Option<&str>) -> Result<CachedRead> {
-        let url = req.url()?;
+    pub(super) fn of(req: &Request, url: &worker::Url, reach: Option<&str>) -> Result<CachedRead> {
         let key = cache_key(
             req.method().as_ref(),
             url.path(),
@@ -67,18 +66,18 @@ impl CachedRead {
     }
 
     /// `req` as it goes to the object: with the key its answer may be kept under, if any.
-    pub(super) fn tag(&self, req: Request) -> Result<Request> {
+    pub(super) fn tag(&self, req: Request, url: &worker::Url) -> Result<Request> {
         if req.method() != Method::Get {
             return Ok(req);
         }
-        let headers = copy(req.headers())?;
+        let headers = super::copy_headers(req.headers())?;
         headers.delete(CACHE_KEY_HEADER)?;
         if let Some(key) = &self.key {
             headers.set(CACHE_KEY_HEADER, key)?;
         }
         let mut init = RequestInit::new();
         init.with_method(Method::Get).with_headers(headers);
-        Request::new_with_init(req.url()?.as_str(), &init)
+        Request::new_with_init(url.as_str(), &init)
     }
 
     /// The object's answer on its way out: kept when it may be, and marked.
@@ -105,7 +104,7 @@ impl CachedRead {
 
     /// `headers` as they leave the Worker: with `X-Cache`, and `private` for a token's read.
     fn outgoing_headers(&self, headers: &Headers, status: CacheStatus) -> Result<Headers> {
-        let out = copy(headers)?;
+        let out = super::copy_headers(headers)?;
         out.set(X_CACHE, status.as_str())?;
         if let Some(value) = out.get("cache-control")? {
             if let Some(private) = outgoing_cache_control(&value, self.scoped) {
@@ -120,20 +119,12 @@ impl CachedRead {
 async fn keep(key: &str, response: &mut Response) -> Result<()> {
     let kept = response.cloned()?;
     // A copy of the headers: those of an object's response are immutable.
-    let headers = copy(kept.headers())?;
+    let headers = super::copy_headers(kept.headers())?;
     Cache::default().put(key, kept.with_headers(headers)).await
 }
 
 fn int(value: u64) -> worker::SqlStorageValue {
     i64::try_from(value).unwrap_or(i64::MAX).into()
-}
-
-fn copy(headers: &Headers) -> Result<Headers> {
-    let out = Headers::new();
-    for (name, value) in headers.entries() {
-        out.append(&name, &value)?;
-    }
-    Ok(out)
 }
 
 /// Whether the runtime has a Cache API (`Cache::default` assumes it).
@@ -198,12 +189,15 @@ pub(super) fn hand_over(sql: &SqlStorage, now_ms: u64) -> Result<String> {
 
 /// The Worker side: drops what the cache keeps for the stream at `path` (after it was deleted
 /// or created again), as its object lists it.
-pub(super) async fn purge(stub: &worker::Stub) -> Result<()> {
-    let request = Request::new_with_init(
-        "https://streams/__ds_internal/cache-keys",
-        RequestInit::new().with_method(Method::Post),
-    )?;
-    let mut response = stub.fetch_with_request(request).await?;
+pub(super) async fn purge(env: &worker::Env, path: &str) -> Result<()> {
+    let mut response = super::object_call::post(
+        env,
+        super::stream_object::STREAMS_BINDING,
+        path,
+        "/__ds_internal/cache-keys",
+        Vec::new(),
+    )
+    .await?;
     if response.status_code() != 200 {
         return Ok(());
     }

@@ -16,9 +16,7 @@ use crate::storage::watchers::Watchers;
 use crate::stream::{Budget, SeqNum, StorageError};
 use std::cell::Cell;
 use std::rc::Rc;
-use worker::{
-    Date, Env, MessageExt, Method, Request, RequestInit, Response, Result, ScheduledTime,
-};
+use worker::{Date, Env, MessageExt, Response, Result, ScheduledTime};
 
 /// The queue binding for large fan-outs.
 pub const FANOUT_QUEUE: &str = "FANOUT";
@@ -349,14 +347,7 @@ pub(super) async fn internal_call(
     path: &str,
     body: String,
 ) -> Result<Response> {
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_body(Some(body.into()));
-    let request = Request::new_with_init(&format!("https://streams{path}"), &init)?;
-    env.durable_object(STREAMS_BINDING)?
-        .id_from_name(name)?
-        .get_stub()?
-        .fetch_with_request(request)
-        .await
+    super::object_call::post(env, STREAMS_BINDING, name, path, body.into_bytes()).await
 }
 
 /// The queue's consumer: tells each watcher of each message; a message whose watchers did not

@@ -43,6 +43,7 @@ mod edge_cache;
 pub mod estuary;
 pub mod fanout;
 mod http;
+mod object_call;
 pub mod projects;
 mod registry;
 mod reply;
@@ -75,12 +76,12 @@ fn now_iso() -> String {
         .unwrap_or_default()
 }
 
-/// The current time in whole seconds since the epoch (token expiries are in seconds).
 /// A failure of the runtime's kind.
 fn js_error(e: impl std::fmt::Display) -> ::worker::Error {
     ::worker::Error::RustError(e.to_string())
 }
 
+/// The current time in whole seconds since the epoch (token expiries are in seconds).
 fn now_s() -> u64 {
     // Milliseconds since the epoch as a JS number: non-negative and far below 2^53.
     (js_sys::Date::now() / 1_000.0) as u64
@@ -92,6 +93,16 @@ fn now_s() -> u64 {
 /// request and can reset the connection.
 async fn read_body(req: &mut ::worker::Request, limit: usize) -> ::worker::Result<Option<Vec<u8>>> {
     use futures_util::StreamExt;
+    // A declared length within the limit (the runtime holds the body to it) is read in one
+    // piece: one promise instead of a reader and a promise per chunk.
+    let declared = req
+        .headers()
+        .get("content-length")?
+        .and_then(|length| length.parse::<usize>().ok());
+    if declared.is_some_and(|length| length <= limit) {
+        let body = req.bytes().await?;
+        return Ok((body.len() <= limit).then_some(body));
+    }
     let Ok(mut stream) = req.stream() else {
         return Ok(Some(Vec::new())); // no body
     };
@@ -107,6 +118,14 @@ async fn read_body(req: &mut ::worker::Request, limit: usize) -> ::worker::Resul
         }
     }
     Ok((!too_large).then_some(body))
+}
+
+/// A mutable copy of `headers` (those of a response from an object or the cache are immutable),
+/// made by the runtime in one call rather than one crossing per header.
+fn copy_headers(headers: &::worker::Headers) -> ::worker::Result<::worker::Headers> {
+    Ok(::worker::Headers(
+        ::worker::web_sys::Headers::new_with_headers(&headers.0)?,
+    ))
 }
 
 /// All request headers with lowercased names.

@@ -399,11 +399,7 @@ pub fn restrict_origin(response: Response, allowed: Option<Option<String>>) -> R
     let Some(allowed) = allowed else {
         return Ok(response);
     };
-    // Headers of a response from a Durable Object are immutable: copy them.
-    let headers = Headers::new();
-    for (name, value) in response.headers().entries() {
-        headers.append(&name, &value)?;
-    }
+    let headers = super::copy_headers(response.headers())?;
     headers.append("vary", "Origin")?;
     match allowed {
         Some(origin) => headers.set("access-control-allow-origin", &origin)?,

@@ -8,7 +8,7 @@ use crate::admin::route::ListQuery;
 use crate::storage::do_sqlite::sql_error;
 use crate::stream::StorageError;
 use serde::{Deserialize, Serialize};
-use worker::{Env, Method, Request, RequestInit, Response, Result, SqlStorage, SqlStorageValue};
+use worker::{Env, Response, Result, SqlStorage, SqlStorageValue};
 
 /// The registry object's name in the sync namespace: store ids cannot hold control characters.
 pub const STORE_REGISTRY: &str = "\u{1}admin-registry";
@@ -132,14 +132,8 @@ async fn call(
     op: &str,
     body: String,
 ) -> Result<Response> {
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_body(Some(body.into()));
-    let req = Request::new_with_init(&format!("https://registry{REGISTRY_PATH}{op}"), &init)?;
-    let stub = env
-        .durable_object(binding)?
-        .id_from_name(registry)?
-        .get_stub()?;
-    stub.fetch_with_request(req).await
+    let path = format!("{REGISTRY_PATH}{op}");
+    super::object_call::post(env, binding, registry, &path, body.into_bytes()).await
 }
 
 /// Records that `name` came into being (`present`) or is gone, in the registry of `binding`

@@ -38,12 +38,13 @@ fn now_ms() -> u64 {
 
 #[wasm_bindgen]
 extern "C" {
-    /// An identity `TransformStream`: the Worker writes events to its writable side, the
-    /// response reads its readable side.
-    #[wasm_bindgen(js_name = TransformStream)]
+    /// The runtime's native byte pipe (`IdentityTransformStream`): the Worker writes events to
+    /// its writable side, the response reads its readable side. Native, unlike a standard
+    /// `TransformStream`, whose every write costs a round of JS promises.
+    #[wasm_bindgen(js_name = IdentityTransformStream)]
     type Pipe;
-    #[wasm_bindgen(constructor, js_class = "TransformStream", catch)]
-    fn new(transformer: &JsValue, strategy: &JsValue) -> std::result::Result<Pipe, JsValue>;
+    #[wasm_bindgen(constructor, js_class = "IdentityTransformStream", catch)]
+    fn new(strategy: &JsValue) -> std::result::Result<Pipe, JsValue>;
     #[wasm_bindgen(method, getter)]
     fn readable(this: &Pipe) -> worker::web_sys::ReadableStream;
     #[wasm_bindgen(method, getter)]
@@ -91,8 +92,9 @@ struct Body {
 impl Body {
     /// The pipe and its readable side, the response's body.
     fn new() -> Result<(Body, worker::web_sys::ReadableStream)> {
-        let strategy = byte_length_strategy(PIPE_BYTES)?;
-        let pipe = Pipe::new(&JsValue::UNDEFINED, &strategy)?;
+        let strategy = js_sys::Object::new();
+        js_sys::Reflect::set(&strategy, &"highWaterMark".into(), &PIPE_BYTES.into())?;
+        let pipe = Pipe::new(&strategy)?;
         let writable = pipe.writable();
         let writer: Writer = js_sys::Reflect::get(&writable, &"getWriter".into())?
             .dyn_into::<js_sys::Function>()?
@@ -136,23 +138,12 @@ impl Body {
     }
 }
 
-/// A `ByteLengthQueuingStrategy` of `bytes`.
-fn byte_length_strategy(bytes: f64) -> Result<JsValue> {
-    let class = js_sys::Reflect::get(&js_sys::global(), &"ByteLengthQueuingStrategy".into())?
-        .dyn_into::<js_sys::Function>()?;
-    let init = js_sys::Object::new();
-    js_sys::Reflect::set(&init, &"highWaterMark".into(), &bytes.into())?;
-    Ok(js_sys::Reflect::construct(
-        &class,
-        &js_sys::Array::of1(&init),
-    )?)
-}
-
 /// Serves `req` through the bridge when it asks for an event stream (`live=sse` with one
 /// offset), reading through the object `link` gives; `None` when it does not (the object
 /// answers it, errors included). `until_ms`: when the token that opened it expires.
 pub(super) async fn open(
     req: &Request,
+    url: &worker::Url,
     link: impl FnOnce() -> Result<ObjectLink>,
     config: Config,
     cors: Cors,
@@ -161,7 +152,6 @@ pub(super) async fn open(
     if req.method() != Method::Get {
         return Ok(None);
     }
-    let url = req.url()?;
     let query = ReadQuery::parse(url.query().unwrap_or_default());
     let (offsets, live) = (query.offsets, query.live);
     let cursor = query.cursor.as_deref().and_then(parse_cursor);
@@ -228,7 +218,9 @@ pub(super) async fn open(
 
 /// The way to the object whose log a reader follows.
 pub(super) struct ObjectLink {
-    stub: Rc<worker::Stub>,
+    namespace: worker::ObjectNamespace,
+    /// The object's name in it.
+    name: String,
     /// The log's path at the object (its reads are `GET`s of it).
     path: String,
     /// What the object needs in a bridge request besides the position.
@@ -236,14 +228,17 @@ pub(super) struct ObjectLink {
 }
 
 impl ObjectLink {
-    /// The log at `path` of the object `stub`; `bridge_query` goes with each bridge request.
+    /// The log at `path` of the object `name` of `namespace`; `bridge_query` goes with each
+    /// bridge request.
     pub(super) fn new(
-        stub: Rc<worker::Stub>,
+        namespace: worker::ObjectNamespace,
+        name: String,
         path: String,
         bridge_query: Vec<(&'static str, String)>,
     ) -> ObjectLink {
         ObjectLink {
-            stub,
+            namespace,
+            name,
             path,
             bridge_query,
         }
@@ -258,7 +253,7 @@ impl ObjectLink {
             &format!("https://streams{}?{query}", self.path),
             Method::Get,
         )?;
-        self.stub.fetch_with_request(request).await
+        super::object_call::send_in(&self.namespace, &self.name, request).await
     }
 
     /// A bridge socket at `at`: `Ok(None)` when the object says the reader is not at the tail
@@ -281,7 +276,7 @@ impl ObjectLink {
             &format!("https://streams{BRIDGE_PATH}?{}", query.finish()),
             &init,
         )?;
-        let response = self.stub.fetch_with_request(request).await?;
+        let response = super::object_call::send_in(&self.namespace, &self.name, request).await?;
         match response.status_code() {
             101 => match response.websocket() {
                 Some(ws) => Socket::open(ws, live.clone()).map(|socket| Ok(Some(socket))),

@@ -146,55 +146,58 @@ async fn route_stream(req: Request, env: &Env) -> Result<Response> {
     };
     let until_ms = expires.map(|s| s.saturating_mul(1_000));
     let link = || {
-        let stub = env
-            .durable_object(STREAMS_BINDING)?
-            .id_from_name(&path)?
-            .get_stub()?;
-        Ok(ObjectLink::new(Rc::new(stub), path.clone(), Vec::new()))
+        let namespace = env.durable_object(STREAMS_BINDING)?;
+        Ok(ObjectLink::new(
+            namespace,
+            path.clone(),
+            path.clone(),
+            Vec::new(),
+        ))
     };
-    let bridged = super::sse_bridge::open(&req, link, stream_config(env), Cors::Open, until_ms);
+    let url = req.url()?;
+    let config = stream_config(env);
+    let bridged = super::sse_bridge::open(&req, &url, link, config, Cors::Open, until_ms);
     match bridged.await {
         Ok(Some(response)) => return Ok(response),
         Ok(None) => {}
         Err(e) => return plain(500, &format!("stream object failed: {e}")),
     }
-    // Reads the edge has kept are answered without the object.
-    let cached = CachedRead::of(&req, reach.as_deref())?;
-    match cached.lookup().await {
-        Ok(Some(hit)) => return Ok(hit),
-        Ok(None) => {}
-        Err(e) => worker::console_warn!("edge cache lookup: {e}"),
-    }
     let method = req.method();
-    let req_path_query = (
-        path.clone(),
-        req.url()?.query().unwrap_or_default().to_owned(),
-    );
+    let req_path_query = (path.clone(), url.query().unwrap_or_default().to_owned());
     let if_none_match = req.headers().has("if-none-match")?;
+    let coalesced = coalesced_key(&req_path_query, &method, if_none_match, reach.as_deref());
+    // A long-poll's answer comes within its wait, and a little more.
+    let patience_ms = config.long_poll_ms.saturating_add(5_000);
+    let cached = CachedRead::of(&req, &url, reach.as_deref())?;
+    // Reads the edge has kept are answered without the object; a read of the same key under
+    // way in this isolate will be answered sooner than the cache could have it.
+    let joining = coalesced
+        .as_deref()
+        .is_some_and(|key| super::coalesce::answered_here(key, patience_ms));
+    if !joining {
+        match cached.lookup().await {
+            Ok(Some(hit)) => return Ok(hit),
+            Ok(None) => {}
+            Err(e) => worker::console_warn!("edge cache lookup: {e}"),
+        }
+    }
     let forwarded = async {
-        let stub = env
-            .durable_object(STREAMS_BINDING)?
-            .id_from_name(&path)?
-            .get_stub()?;
-        let request = cached.tag(super::projects::with_expiry(req, expires)?)?;
-        let response = stub.fetch_with_request(request).await?;
+        let request = cached.tag(super::projects::with_expiry(req, expires)?, &url)?;
+        let response = super::object_call::send(env, STREAMS_BINDING, &path, request).await?;
         // A stream deleted or created again: what the cache keeps of it goes.
         if matches!(
             (&method, response.status_code()),
             (Method::Delete, 204) | (Method::Put, 201)
         ) {
-            if let Err(e) = super::edge_cache::purge(&stub).await {
+            super::coalesce::forget(&crate::durable_streams::edge_cache::key_prefix(&path));
+            if let Err(e) = super::edge_cache::purge(env, &path).await {
                 worker::console_warn!("edge cache purge: {e}");
             }
         }
         cached.finish(response).await
     };
-    let answered = match coalesced_key(&req_path_query, &method, if_none_match, reach.as_deref()) {
-        Some(key) => {
-            // A long-poll's answer comes within its wait, and a little more.
-            let patience_ms = stream_config(env).long_poll_ms.saturating_add(5_000);
-            super::coalesce::shared(&key, patience_ms, || forwarded).await
-        }
+    let answered = match coalesced {
+        Some(key) => super::coalesce::shared(&key, patience_ms, || forwarded).await,
         None => forwarded.await,
     };
     match answered {

@@ -8,9 +8,7 @@ use crate::durable_streams::platform::{AcquireRequest, Clock, ForkPoint, Platfor
 use crate::storage::segments::decode_messages;
 use crate::stream::{Budget, Message, SeqNum, StorageError};
 use std::time::Duration;
-use worker::{
-    Date, Delay, Env, Method, Request, RequestInit, Response, Result, ScheduledTime, State,
-};
+use worker::{Date, Delay, Env, Response, Result, ScheduledTime, State};
 
 /// The platform of a stream's object.
 pub struct CfPlatform {
@@ -91,18 +89,8 @@ impl CfPlatform {
 
     /// An internal call to the stream object at `path`.
     async fn call(&self, path: &str, op: &str, body: Vec<u8>) -> Result<Response> {
-        let stub = self
-            .env
-            .durable_object(STREAMS_BINDING)?
-            .id_from_name(path)?
-            .get_stub()?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post);
-        let array = js_sys::Uint8Array::from(body.as_slice());
-        init.with_body(Some(array.into()));
-        let request =
-            Request::new_with_init(&format!("https://streams{INTERNAL_PREFIX}{op}"), &init)?;
-        stub.fetch_with_request(request).await
+        let op_path = format!("{INTERNAL_PREFIX}{op}");
+        super::object_call::post(&self.env, STREAMS_BINDING, path, &op_path, body).await
     }
 }
 

@@ -120,21 +120,28 @@ impl SyncWorker {
             Some(Err(message)) => return refuse(400, format!("Invalid store stream: {message}")),
             None => return refuse(404, "not found".into()),
         };
-        let stub = match self
+        let namespace = match self
             .gate(&req, env, &view.store_id, view.payload.as_ref(), true)
             .await?
         {
-            Ok(stub) => std::rc::Rc::new(stub),
+            Ok(namespace) => namespace,
             Err(refusal) => return Ok(refusal),
         };
+        let name = view.store_id.as_str();
         // Live readers follow the store through the bridge, which lets its object sleep.
         let path = req.path();
         let link = || {
             let query = vec![("store", view.store_id.as_str().to_owned())];
-            Ok(ObjectLink::new(stub.clone(), path, query))
+            Ok(ObjectLink::new(
+                namespace.clone(),
+                name.to_owned(),
+                path,
+                query,
+            ))
         };
         let bridged = super::sse_bridge::open(
             &req,
+            &req.url()?,
             link,
             super::stream_object::stream_config(env),
             Cors::ByWorker,
@@ -143,16 +150,12 @@ impl SyncWorker {
         .await?;
         let response = match bridged {
             Some(response) => response,
-            None => stub.fetch_with_request(req).await?,
+            None => super::object_call::send_in(&namespace, name, req).await?,
         };
         if !self.options.enable_cors {
             return Ok(response);
         }
-        // Headers of a response fetched from the Durable Object are immutable: copy them.
-        let headers = Headers::new();
-        for (name, value) in response.headers().entries() {
-            headers.append(&name, &value)?;
-        }
+        let headers = super::copy_headers(response.headers())?;
         super::stream_object::cors_headers(&headers)?;
         Ok(response.with_headers(headers))
     }
@@ -168,13 +171,15 @@ impl SyncWorker {
             .gate(&req, env, &params.store_id, params.payload.as_ref(), false)
             .await?
         {
-            Ok(stub) => stub.fetch_with_request(req).await,
+            Ok(namespace) => {
+                super::object_call::send_in(&namespace, params.store_id.as_str(), req).await
+            }
             Err(refusal) => Ok(refusal),
         }
     }
 
     /// The sync gate (`validate_payload` with the client's payload) for sync requests and store
-    /// streams alike: the store's Durable Object, or the refusal.
+    /// streams alike: the namespace of the store's Durable Object, or the refusal.
     async fn gate(
         &self,
         req: &Request,
@@ -182,7 +187,7 @@ impl SyncWorker {
         store_id: &StoreId,
         payload: Option<&serde_json::Value>,
         read_only: bool,
-    ) -> Result<std::result::Result<worker::Stub, Response>> {
+    ) -> Result<std::result::Result<worker::ObjectNamespace, Response>> {
         let context = PayloadContext {
             store_id: store_id.as_str().to_owned(),
             headers: header_map(req.headers()),
@@ -201,7 +206,7 @@ impl SyncWorker {
             )
             .map(Err);
         };
-        Ok(Ok(namespace.id_from_name(store_id.as_str())?.get_stub()?))
+        Ok(Ok(namespace))
     }
 
     /// Adds the CORS header to a response (not to WebSocket upgrades, whose headers are
@@ -210,11 +215,7 @@ impl SyncWorker {
         if !self.options.enable_cors || response.status_code() == 101 {
             return Ok(response);
         }
-        // Headers of a response fetched from the Durable Object are immutable: copy them.
-        let headers = Headers::new();
-        for (name, value) in response.headers().entries() {
-            headers.append(&name, &value)?;
-        }
+        let headers = super::copy_headers(response.headers())?;
         headers.set(ALLOW_ORIGIN.0, ALLOW_ORIGIN.1)?;
         Ok(response.with_headers(headers))
     }

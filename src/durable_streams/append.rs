@@ -146,11 +146,17 @@ impl<S: StreamStore, P: Platform> Stream<S, P> {
         }
         let accepted = claim.zip(admission.producer);
         let meta = keeping_releases(writer, stream);
+        // Most appends change no metadata (no TTL, no Stream-Seq, not closing): one write less.
+        let header = if writer.header() == Some(&meta) {
+            HeaderWrite::Keep
+        } else {
+            HeaderWrite::Save(&meta)
+        };
         let tail = writer
             .commit(Commit {
                 reset: false,
                 entries: &messages,
-                header: HeaderWrite::Save(&meta),
+                header,
                 producer: accepted.map(|(claim, state)| ProducerWrite {
                     id: &claim.id,
                     state,

@@ -70,7 +70,12 @@ pub fn cache_key(method: &str, path: &str, query: &str, scope: Option<&str>) -> 
     if let Some(scope) = scope {
         key.append_pair("scope", scope);
     }
-    Some(format!("https://edge-cache.invalid{path}?{}", key.finish()))
+    Some(format!("{}{}", key_prefix(path), key.finish()))
+}
+
+/// What every cache key of the stream at `path` starts with.
+pub fn key_prefix(path: &str) -> String {
+    format!("https://edge-cache.invalid{path}?")
 }
 
 /// Whether an answer of `status` with `cache_control` may be kept.

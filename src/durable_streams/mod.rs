@@ -17,6 +17,7 @@ pub mod json;
 pub mod meta;
 pub mod platform;
 pub mod read;
+pub mod recent;
 pub mod sse;
 pub mod stream;
 pub mod subscription;

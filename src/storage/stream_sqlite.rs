@@ -110,6 +110,9 @@ pub struct SqliteStreamStore {
     hot: HotTally,
     /// A move (or a collection) is under way.
     moving: Rc<Cell<bool>>,
+    /// Objects may wait for deletion (at first, after a reset, after a failed move): while not,
+    /// a write below the policy's size costs no query at all.
+    garbage: Rc<Cell<bool>>,
 }
 
 pub use super::cold_index::ColdStats;
@@ -128,6 +131,7 @@ impl SqliteStreamStore {
             policy: SegmentPolicy::default(),
             hot: HotTally::default(),
             moving: Rc::default(),
+            garbage: Rc::new(Cell::new(true)),
         })
     }
 
@@ -243,11 +247,18 @@ impl SqliteStreamStore {
         let Some(cold) = self.cold.clone() else {
             return Ok(0);
         };
+        let (messages, bytes) = self.hot_tally()?;
+        if !self.garbage.get() && !self.policy.due(messages, bytes) {
+            return Ok(0);
+        }
         if self.moving.replace(true) {
             return Ok(0);
         }
         let moved = async {
-            self.index.collect(cold.as_ref()).await?;
+            if self.garbage.get() {
+                self.index.collect(cold.as_ref()).await?;
+                self.garbage.set(false);
+            }
             compact(
                 &self.index,
                 self,
@@ -259,6 +270,10 @@ impl SqliteStreamStore {
             .await
         }
         .await;
+        if moved.is_err() {
+            // A move cut short leaves its object noted as garbage.
+            self.garbage.set(true);
+        }
         self.moving.set(false);
         moved
     }
@@ -512,6 +527,8 @@ impl LogStore for SqliteStreamStore {
         })?;
         if reset {
             self.hot.emptied();
+            // The segments went to the garbage with the rows.
+            self.garbage.set(true);
         }
         self.hot.added(added.0, added.1);
         crate::faults::crash_point(CrashPoint::StreamAfterCommit).await;

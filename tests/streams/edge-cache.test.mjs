@@ -84,6 +84,35 @@ describe('edge cache', () => {
     expect(after.workerRequests - before.workerRequests).toBe(22)
   }, 60_000)
 
+  test('long-poll readers who come after the answer get it without the object; a stream deleted and created again is read afresh', async () => {
+    const path = fresh('late')
+    expect((await call(path, { method: 'PUT', headers: json })).status).toBe(201)
+    const tail = (await call(path, { method: 'HEAD' })).headers.get('stream-next-offset')
+    const at = `${path}?offset=${tail}&live=long-poll`
+    const leader = call(at)
+    await sleep(300)
+    expect((await call(path, { method: 'POST', body: JSON.stringify([{ n: 1 }]), headers: json })).status).toBeLessThan(300)
+    const first = await leader
+    expect([first.status, JSON.parse(first.text)]).toEqual([200, [{ n: 1 }]])
+    const before = await usage()
+    const late = await Promise.all(Array.from({ length: 10 }, () => call(at)))
+    for (const answer of late) {
+      expect([answer.status, answer.cache, answer.text]).toEqual([200, 'HIT', first.text])
+      expect(answer.headers.get('stream-cursor')).toBe(first.headers.get('stream-cursor'))
+    }
+    const after = await usage()
+    expect(after.objectRequests - before.objectRequests, 'the late readers did not reach the object').toBe(0)
+
+    // The same position of the stream created again is another stream's: nothing kept of the old one.
+    expect((await call(path, { method: 'DELETE' })).status).toBe(204)
+    expect((await call(path, { method: 'PUT', headers: json })).status).toBe(201)
+    const fresh2 = call(at)
+    await sleep(300)
+    expect((await call(path, { method: 'POST', body: JSON.stringify([{ n: 2 }]), headers: json })).status).toBeLessThan(300)
+    const second = await fresh2
+    expect([second.status, JSON.parse(second.text), second.cache]).toEqual([200, [{ n: 2 }], 'MISS'])
+  }, 60_000)
+
   test('a mid-stream catch-up is kept and answered again without the object', async () => {
     const path = await longStream('mid')
     const first = await call(`${path}?offset=-1`)
