@@ -61,6 +61,8 @@ const TARGETS = [
   {
     name: 'ceiling',
     kind: 'ceiling',
+    // bench/ceiling/streams.mjs serves the streams scenarios too.
+    streams: true,
     start: () => startWorker({ name: 'bench-ceiling', config: 'bench/ceiling/wrangler.toml', storage: 'do-sqlite' }),
   },
   {

@@ -12,6 +12,8 @@
 //   built by string concatenation and stored args are spliced in as stored.
 import { DurableObject } from 'cloudflare:workers'
 
+export { StreamCeilingDO } from './streams.mjs'
+
 const PAGE_EVENTS = 100
 const PONG = '{"_tag":"Pong"}'
 const EMPTY_HEADERS = { 'content-type': 'application/json' }
@@ -209,6 +211,7 @@ export default {
     const storeId = url.searchParams.get('storeId')
     const transport = url.searchParams.get('transport')
     if (storeId && (transport === 'ws' || transport === 'http')) return env.CEILING_DO.getByName(storeId).fetch(request)
+    if (url.pathname.startsWith('/v1/stream/')) return env.STREAMS_CEILING_DO.getByName(url.pathname).serve(request)
     if (request.method === 'GET' && url.pathname === '/') return new Response('Info: bench ceiling (bare JS Durable Object).')
     return new Response('Invalid path', { status: 400 })
   },
