@@ -14,7 +14,7 @@
 // Environment:
 //   BENCH_ONLY=push-1,rust-do   run a subset: comma list of scenario and/or target names, or
 //                               prefixes of them (`fan-out`, `catch-up`, `streams`, `rust`, `ts`)
-//   BENCH_BUDGET_S=540          overall time budget in seconds (scenarios are capped to fit it)
+//   BENCH_BUDGET_S=720          overall time budget in seconds (scenarios are capped to fit it)
 //   BENCH_CAP_SCALE=1           multiplies every per-scenario time cap
 //   BENCH_OUT=path              where to write the JSON (default .wrangler/bench/bench.json, or
 //                               bench-only.json with BENCH_ONLY: ratios for targets not run then
@@ -41,7 +41,7 @@ import { catchUpHttp, catchUpWs, fanOut, httpBaseline, memory, push1, push100 } 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.resolve(here, '..')
 const FULL_OUT = path.resolve(ROOT, '.wrangler/bench/bench.json')
-const BUDGET_MS = Number(process.env.BENCH_BUDGET_S ?? 540) * 1000
+const BUDGET_MS = Number(process.env.BENCH_BUDGET_S ?? 720) * 1000
 const VIA_PROXY = process.env.BENCH_VIA_PROXY === '1'
 const T0 = performance.now()
 const elapsedMs = () => performance.now() - T0
