@@ -27,7 +27,7 @@ fn var(env: &Env, name: &str) -> Option<String> {
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     crate::cf::usage::count(|u| u.worker_requests += 1);
     if crate::cf::stream_object::is_stream_path(&req.path()) {
-        return crate::cf::stream_object::worker_fetch(req, &env).await;
+        return crate::cf::stream_route::worker_fetch(req, &env).await;
     }
     if crate::cf::estuary::is_estuary_path(&req.path()) {
         return crate::cf::estuary::worker_fetch(req, &env).await;

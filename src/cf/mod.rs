@@ -54,6 +54,7 @@ mod store_admin;
 mod store_stream;
 pub mod stream_object;
 mod stream_platform;
+pub mod stream_route;
 mod subscription_delivery;
 mod subscription_links;
 mod subscription_object;
