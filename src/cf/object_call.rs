@@ -1,5 +1,5 @@
 //! Requests to Durable Objects, one way for all of them: through JS RPC where the object offers
-//! it, `fetch` otherwise.
+//! it, `fetch` otherwise (found out per binding).
 //!
 //! The shipped entry module wraps every Rust object in a class that extends `DurableObject`
 //! (`client-ts/src/forward.ts`), whose RPC method `serve(request)` is the object's `fetch`. An RPC
@@ -9,7 +9,7 @@
 //! the first call finds out (the runtime refuses it before the object sees anything) and every
 //! later one goes by `fetch`. WebSocket upgrades always go by `fetch` (a socket cannot cross RPC).
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -27,8 +27,27 @@ extern "C" {
 }
 
 thread_local! {
-    /// Whether objects answer `serve` (`None` until a call finds out).
-    static RPC: Cell<Option<bool>> = const { Cell::new(None) };
+    /// By binding, whether its objects answer `serve` (absent until a call finds out).
+    static RPC: RefCell<Vec<(String, bool)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn offered(binding: &str) -> Option<bool> {
+    RPC.with(|rpc| {
+        rpc.borrow()
+            .iter()
+            .find(|(b, _)| b == binding)
+            .map(|(_, offered)| *offered)
+    })
+}
+
+fn learn(binding: &str, offered: bool) {
+    RPC.with(|rpc| {
+        let mut rpc = rpc.borrow_mut();
+        match rpc.iter_mut().find(|(b, _)| b == binding) {
+            Some(entry) => entry.1 = offered,
+            None => rpc.push((binding.to_owned(), offered)),
+        }
+    });
 }
 
 /// Whether `error` is the runtime's refusal of an RPC method the object does not have (which
@@ -43,22 +62,23 @@ fn not_offered(error: &JsValue) -> bool {
 
 /// Sends `req` to the object `name` of the namespace bound as `binding`.
 pub(super) async fn send(env: &Env, binding: &str, name: &str, req: Request) -> Result<Response> {
-    send_in(&env.durable_object(binding)?, name, req).await
+    send_in(&env.durable_object(binding)?, binding, name, req).await
 }
 
-/// Sends `req` to the object `name` of `namespace`.
+/// Sends `req` to the object `name` of `namespace`, bound as `binding`.
 pub(super) async fn send_in(
     namespace: &ObjectNamespace,
+    binding: &str,
     name: &str,
     req: Request,
 ) -> Result<Response> {
     let id = namespace.id_from_name(name)?;
     let upgrade = req.headers().has("upgrade")?;
-    let known = RPC.with(Cell::get);
+    let known = offered(binding);
     if upgrade || known == Some(false) {
         return id.get_stub()?.fetch_with_request(req).await;
     }
-    // Until a call has found out, a copy is kept for `fetch` (once per isolate).
+    // Until a call has found out, a copy is kept for `fetch` (once per binding and isolate).
     let spare = match known {
         None => Some(req.clone()?),
         Some(_) => None,
@@ -70,13 +90,13 @@ pub(super) async fn send_in(
     };
     match called {
         Ok(answer) => {
-            RPC.with(|rpc| rpc.set(Some(true)));
+            learn(binding, true);
             Ok(Response::from(
                 answer.unchecked_into::<worker::web_sys::Response>(),
             ))
         }
         Err(e) if not_offered(&e) => {
-            RPC.with(|rpc| rpc.set(Some(false)));
+            learn(binding, false);
             match spare {
                 Some(spare) => id.get_stub()?.fetch_with_request(spare).await,
                 None => Err(e.into()),

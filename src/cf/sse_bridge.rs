@@ -219,6 +219,8 @@ pub(super) async fn open(
 /// The way to the object whose log a reader follows.
 pub(super) struct ObjectLink {
     namespace: worker::ObjectNamespace,
+    /// Its binding's name.
+    binding: String,
     /// The object's name in it.
     name: String,
     /// The log's path at the object (its reads are `GET`s of it).
@@ -228,16 +230,18 @@ pub(super) struct ObjectLink {
 }
 
 impl ObjectLink {
-    /// The log at `path` of the object `name` of `namespace`; `bridge_query` goes with each
-    /// bridge request.
+    /// The log at `path` of the object `name` of `namespace` (bound as `binding`);
+    /// `bridge_query` goes with each bridge request.
     pub(super) fn new(
         namespace: worker::ObjectNamespace,
+        binding: &str,
         name: String,
         path: String,
         bridge_query: Vec<(&'static str, String)>,
     ) -> ObjectLink {
         ObjectLink {
             namespace,
+            binding: binding.to_owned(),
             name,
             path,
             bridge_query,
@@ -253,7 +257,7 @@ impl ObjectLink {
             &format!("https://streams{}?{query}", self.path),
             Method::Get,
         )?;
-        super::object_call::send_in(&self.namespace, &self.name, request).await
+        super::object_call::send_in(&self.namespace, &self.binding, &self.name, request).await
     }
 
     /// A bridge socket at `at`: `Ok(None)` when the object says the reader is not at the tail
@@ -276,7 +280,9 @@ impl ObjectLink {
             &format!("https://streams{BRIDGE_PATH}?{}", query.finish()),
             &init,
         )?;
-        let response = super::object_call::send_in(&self.namespace, &self.name, request).await?;
+        let response =
+            super::object_call::send_in(&self.namespace, &self.binding, &self.name, request)
+                .await?;
         match response.status_code() {
             101 => match response.websocket() {
                 Some(ws) => Socket::open(ws, live.clone()).map(|socket| Ok(Some(socket))),

@@ -40,6 +40,7 @@ async fn route_stream(req: Request, env: &Env) -> Result<Response> {
         let namespace = env.durable_object(STREAMS_BINDING)?;
         Ok(ObjectLink::new(
             namespace,
+            STREAMS_BINDING,
             path.clone(),
             path.clone(),
             Vec::new(),

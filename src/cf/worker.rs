@@ -134,6 +134,7 @@ impl SyncWorker {
             let query = vec![("store", view.store_id.as_str().to_owned())];
             Ok(ObjectLink::new(
                 namespace.clone(),
+                &self.options.binding,
                 name.to_owned(),
                 path,
                 query,
@@ -150,7 +151,9 @@ impl SyncWorker {
         .await?;
         let response = match bridged {
             Some(response) => response,
-            None => super::object_call::send_in(&namespace, name, req).await?,
+            None => {
+                super::object_call::send_in(&namespace, &self.options.binding, name, req).await?
+            }
         };
         if !self.options.enable_cors {
             return Ok(response);
@@ -172,7 +175,8 @@ impl SyncWorker {
             .await?
         {
             Ok(namespace) => {
-                super::object_call::send_in(&namespace, params.store_id.as_str(), req).await
+                let (binding, name) = (&self.options.binding, params.store_id.as_str());
+                super::object_call::send_in(&namespace, binding, name, req).await
             }
             Err(refusal) => Ok(refusal),
         }

@@ -1,10 +1,10 @@
 // The Worker's requests to its Durable Objects go by JS RPC (`serve`) when the objects offer it, as
-// the shipped entry module's wrappers do, and by `fetch` when they do not: a Worker built on the Rust
-// API alone, whose objects are the wasm build's classes as they are (tests/workers/rust-objects).
-// Against that Worker, everything that reaches an object still works, starting with a first request
-// that carries a body (the one the Worker finds out on, and must deliver exactly once): stream
-// create/append/read, long-poll, SSE through the bridge, the official Durable Streams client, and
-// LiveStore sync over HTTP with the real 0.4.0 client.
+// the shipped entry module's wrappers do, and by `fetch` when they do not (a Worker built on the Rust
+// API alone). It finds out per binding: tests/workers/rust-objects has a wrapped sync object (RPC)
+// and a stream object as the wasm build exports it (no RPC). The sync object answers first here,
+// then the stream object's first request, one that carries a body, must still land exactly once;
+// then everything that reaches a stream object works: create/append/read, long-poll, SSE through
+// the bridge and the official Durable Streams client.
 
 import { stream } from '@durable-streams/client'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
@@ -36,8 +36,18 @@ const call = async (path, { method = 'GET', body, headers = {} } = {}) => {
 const json = { 'content-type': 'application/json' }
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
-describe('a Worker whose objects offer no RPC', () => {
-  test('streams: the first request (a create with a body) lands once; appends, reads, long-poll, SSE and the official client work', async () => {
+describe('a Worker whose stream objects offer no RPC and whose sync objects do', () => {
+  test('LiveStore sync over HTTP with the real client (by RPC): pushes stored and pulled back in order', async () => {
+    const storeId = uniqueStoreId('rust-objects')
+    const client = await clients.open({ url: `${worker.url}/sync`, storeId, transport: 'http' })
+    const events = makeEvents(1, 25)
+    await client.push(events.slice(0, 10))
+    await client.push(events.slice(10))
+    const pages = await client.pullAll()
+    expect(pages.flatMap((p) => p.batch.map((item) => item.eventEncoded.seqNum))).toEqual(events.map((e) => e.seqNum))
+  }, 60_000)
+
+  test('streams (by fetch): the first request (a create with a body) lands once; appends, reads, long-poll, SSE and the official client work', async () => {
     const path = `/v1/stream/rust-objects-${runId}`
     const created = await call(path, { method: 'PUT', body: JSON.stringify([{ n: 1 }]), headers: json })
     expect(created.status, created.text).toBe(201)
@@ -71,15 +81,5 @@ describe('a Worker whose objects offer no RPC', () => {
     }
     const all = await call(`${path}?offset=-1`)
     expect(JSON.parse(all.text)).toEqual([1, 2, 3, 4, 5].map((n) => ({ n })))
-  }, 60_000)
-
-  test('LiveStore sync over HTTP with the real client: pushes stored and pulled back in order', async () => {
-    const storeId = uniqueStoreId('rust-objects')
-    const client = await clients.open({ url: `${worker.url}/sync`, storeId, transport: 'http' })
-    const events = makeEvents(1, 25)
-    await client.push(events.slice(0, 10))
-    await client.push(events.slice(10))
-    const pages = await client.pullAll()
-    expect(pages.flatMap((p) => p.batch.map((item) => item.eventEncoded.seqNum))).toEqual(events.map((e) => e.seqNum))
   }, 60_000)
 })
