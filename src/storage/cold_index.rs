@@ -107,6 +107,66 @@ impl HotTally {
     }
 }
 
+/// Whether a log's move is under way and whether objects may wait for deletion; shared by
+/// everything that moves one object's log (clones, and the instances a reset opens).
+#[derive(Debug)]
+pub struct MoveState {
+    moving: Cell<bool>,
+    /// At first (after a wake-up), after a reset or delete, after a move cut short.
+    garbage: Cell<bool>,
+}
+
+impl Default for MoveState {
+    fn default() -> Self {
+        MoveState {
+            moving: Cell::new(false),
+            garbage: Cell::new(true),
+        }
+    }
+}
+
+impl MoveState {
+    /// Objects may wait for deletion now (the log was reset or deleted).
+    pub fn garbage_noted(&self) {
+        self.garbage.set(true);
+    }
+}
+
+/// A compaction run: deletes what no segment names any more (if anything may wait), then moves
+/// the full segments there are. Returns the segments moved; does nothing while another run is
+/// under way, and costs no query while nothing waits and the hot rows are below the policy.
+pub async fn run_compaction<H: HotLog>(
+    state: &MoveState,
+    index: &ColdIndex,
+    hot: &H,
+    cold: &impl ColdTier,
+    policy: SegmentPolicy,
+    storage: &Storage,
+    crash: CrashPoint,
+) -> Result<usize, StorageError> {
+    let (entries, bytes) = hot.hot_tally()?;
+    if !state.garbage.get() && !policy.due(entries, bytes) {
+        return Ok(0);
+    }
+    if state.moving.replace(true) {
+        return Ok(0);
+    }
+    let moved = async {
+        if state.garbage.get() {
+            index.collect(cold).await?;
+            state.garbage.set(false);
+        }
+        compact(index, hot, cold, policy, storage, crash).await
+    }
+    .await;
+    state.moving.set(false);
+    if moved.is_err() {
+        // A move cut short left its key in the garbage.
+        state.garbage.set(true);
+    }
+    moved
+}
+
 /// Cold-tier figures of a log (admin).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ColdStats {
@@ -329,7 +389,7 @@ pub trait HotLog: Clone + 'static {
 /// Moves `hot`'s oldest full segments to `cold` while `policy` says there are any (collect the
 /// garbage first: see [`ColdIndex::collect`]). Returns the segments moved. `crash` is the fault
 /// point between the object's write and the index's commit.
-pub async fn compact<H: HotLog>(
+async fn compact<H: HotLog>(
     index: &ColdIndex,
     hot: &H,
     cold: &impl ColdTier,

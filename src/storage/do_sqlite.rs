@@ -4,7 +4,8 @@
 //! `ls_segments`, see [`super::cold_index`]).
 
 use super::cold_index::{
-    before, compact, int, positions_and_sizes, ColdIndex, ColdStats, HotLog, HotTally,
+    before, int, positions_and_sizes, run_compaction, ColdIndex, ColdStats, HotLog, HotTally,
+    MoveState,
 };
 pub use super::context::ContextRow;
 use super::r2::R2Cold;
@@ -55,18 +56,15 @@ pub struct DoSqliteEventLog {
 pub struct ColdFlags {
     /// Whether any segment exists: reads of a log that never moved skip the index.
     any_cold: Cell<bool>,
-    /// A move or collection is under way.
-    moving: Cell<bool>,
-    /// Objects may wait for deletion (after a wake-up, a reset, a delete, a failed move).
-    garbage: Cell<bool>,
+    /// Its moves to the cold tier.
+    moves: MoveState,
 }
 
 impl Default for ColdFlags {
     fn default() -> Self {
         ColdFlags {
             any_cold: Cell::new(false),
-            moving: Cell::new(false),
-            garbage: Cell::new(true),
+            moves: MoveState::default(),
         }
     }
 }
@@ -226,37 +224,16 @@ impl Compactor {
     /// Deletes what no segment names any more, then moves the full segments there are.
     /// Returns the segments moved; does nothing while another run is under way.
     pub async fn run(self) -> Result<usize, StorageError> {
-        let flags = &self.hot.flags;
-        let (events, bytes) = self.hot.hot_tally()?;
-        if !flags.garbage.get() && !self.policy.due(events, bytes) {
-            return Ok(0);
-        }
-        if flags.moving.replace(true) {
-            return Ok(0);
-        }
-        let moved = async {
-            if flags.garbage.get() {
-                self.index.collect(self.cold.as_ref()).await?;
-                flags.garbage.set(false);
-            }
-            let storage = self.hot.storage.clone();
-            compact(
-                &self.index,
-                &self.hot,
-                self.cold.as_ref(),
-                self.policy,
-                &storage,
-                CrashPoint::StoreColdAfterPut,
-            )
-            .await
-        }
-        .await;
-        flags.moving.set(false);
-        if moved.is_err() {
-            // A move cut short left its key in the garbage.
-            flags.garbage.set(true);
-        }
-        moved
+        run_compaction(
+            &self.hot.flags.moves,
+            &self.index,
+            &self.hot,
+            self.cold.as_ref(),
+            self.policy,
+            &self.hot.storage,
+            CrashPoint::StoreColdAfterPut,
+        )
+        .await
     }
 }
 
@@ -404,7 +381,7 @@ impl DoSqliteEventLog {
     fn emptied(&self) {
         self.hot.tally.emptied();
         self.flags.any_cold.set(false);
-        self.flags.garbage.set(true);
+        self.flags.moves.garbage_noted();
     }
 }
 

@@ -7,7 +7,8 @@
 //! tiers (see [`super::segments`]).
 
 use super::cold_index::{
-    as_u64, before, compact, int, positions_and_sizes, ColdIndex, HotLog, HotTally,
+    as_u64, before, int, positions_and_sizes, run_compaction, ColdIndex, HotLog, HotTally,
+    MoveState,
 };
 use super::do_sqlite::sql_error;
 use super::r2::R2Cold;
@@ -19,7 +20,6 @@ use crate::stream::{
     Budget, Commit, Header, HeaderWrite, Loaded, LogStore, Message, SeqNum, StorageError,
 };
 use serde::Deserialize;
-use std::cell::Cell;
 use std::rc::Rc;
 use worker::{SqlStorage, SqlStorageValue, Storage};
 
@@ -108,11 +108,8 @@ pub struct SqliteStreamStore {
     policy: SegmentPolicy,
     /// Messages and bytes in the hot table, once counted; commits and moves keep it.
     hot: HotTally,
-    /// A move (or a collection) is under way.
-    moving: Rc<Cell<bool>>,
-    /// Objects may wait for deletion (at first, after a reset, after a failed move): while not,
-    /// a write below the policy's size costs no query at all.
-    garbage: Rc<Cell<bool>>,
+    /// Its moves to the cold tier.
+    moves: Rc<MoveState>,
 }
 
 pub use super::cold_index::ColdStats;
@@ -130,8 +127,7 @@ impl SqliteStreamStore {
             cold: None,
             policy: SegmentPolicy::default(),
             hot: HotTally::default(),
-            moving: Rc::default(),
-            garbage: Rc::new(Cell::new(true)),
+            moves: Rc::default(),
         })
     }
 
@@ -247,35 +243,16 @@ impl SqliteStreamStore {
         let Some(cold) = self.cold.clone() else {
             return Ok(0);
         };
-        let (messages, bytes) = self.hot_tally()?;
-        if !self.garbage.get() && !self.policy.due(messages, bytes) {
-            return Ok(0);
-        }
-        if self.moving.replace(true) {
-            return Ok(0);
-        }
-        let moved = async {
-            if self.garbage.get() {
-                self.index.collect(cold.as_ref()).await?;
-                self.garbage.set(false);
-            }
-            compact(
-                &self.index,
-                self,
-                cold.as_ref(),
-                self.policy,
-                &self.storage,
-                CrashPoint::StreamColdAfterPut,
-            )
-            .await
-        }
-        .await;
-        if moved.is_err() {
-            // A move cut short leaves its object noted as garbage.
-            self.garbage.set(true);
-        }
-        self.moving.set(false);
-        moved
+        run_compaction(
+            &self.moves,
+            &self.index,
+            self,
+            cold.as_ref(),
+            self.policy,
+            &self.storage,
+            CrashPoint::StreamColdAfterPut,
+        )
+        .await
     }
 
     fn meta(&self) -> Result<Option<Meta>, StorageError> {
@@ -528,7 +505,7 @@ impl LogStore for SqliteStreamStore {
         if reset {
             self.hot.emptied();
             // The segments went to the garbage with the rows.
-            self.garbage.set(true);
+            self.moves.garbage_noted();
         }
         self.hot.added(added.0, added.1);
         crate::faults::crash_point(CrashPoint::StreamAfterCommit).await;
