@@ -18,7 +18,6 @@ use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use js_sys::JsString;
 use std::cell::Cell;
-use std::rc::Rc;
 use std::time::Duration;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -119,16 +118,24 @@ impl Body {
 
     /// Writes `text` once the pipe has room: the client's pace.
     async fn send_paced(&self, text: &str) -> Result<()> {
-        JsFuture::from(self.writer.ready()).await?;
+        self.room().await?;
         self.send(&JsString::from(text));
         Ok(())
     }
 
-    /// Whether the client fell too far behind the live events.
-    fn behind(&self) -> bool {
-        self.writer
-            .desired_size()
-            .is_some_and(|room| room < -BEHIND_BYTES)
+    /// Waits until the pipe has room (the client took what it was sent); `Err` once it failed.
+    async fn room(&self) -> Result<()> {
+        loop {
+            // A timer beside it: the runtime cancels a request that waits on nothing else, as
+            // hung, though the client is only slow.
+            let timer = Delay::from(Duration::from_secs(5));
+            if let Either::Left((ready, _)) =
+                select(JsFuture::from(self.writer.ready()), timer).await
+            {
+                ready?;
+                return Ok(());
+            }
+        }
     }
 
     fn close(&self) {
@@ -191,7 +198,7 @@ pub(super) async fn open(
     let reader = BridgeReader {
         link,
         content_type: content_type.clone(),
-        live: Rc::new(Live {
+        live: Live {
             at: Cell::new(Position {
                 from: page.from,
                 cursor,
@@ -199,7 +206,7 @@ pub(super) async fn open(
             last_sent_ms: Cell::new(started),
             body,
             to_arrivals,
-        }),
+        },
         arrivals,
         first: true,
         config,
@@ -262,7 +269,7 @@ impl ObjectLink {
 
     /// A bridge socket at `at`: `Ok(None)` when the object says the reader is not at the tail
     /// (it reads on), `Err` when there is no stream to read any more.
-    async fn connect(&self, live: &Rc<Live>) -> Result<std::result::Result<Option<Socket>, u16>> {
+    async fn connect(&self, live: &Live) -> Result<std::result::Result<Option<Socket>, u16>> {
         let at = live.at.get();
         let mut query = form_urlencoded::Serializer::new(String::new());
         for (key, value) in &self.bridge_query {
@@ -285,7 +292,7 @@ impl ObjectLink {
                 .await?;
         match response.status_code() {
             101 => match response.websocket() {
-                Some(ws) => Socket::open(ws, live.clone()).map(|socket| Ok(Some(socket))),
+                Some(ws) => Socket::open(ws, live).map(|socket| Ok(Some(socket))),
                 None => Ok(Err(502)),
             },
             409 => Ok(Ok(None)),
@@ -347,8 +354,7 @@ enum Arrival {
     Behind,
 }
 
-/// What a reader's live socket shares with its driver: frames are written to the body as they
-/// arrive, in JS, without a round through a Rust future.
+/// A reader's event stream and where it stands in the log.
 struct Live {
     at: Cell<Position>,
     last_sent_ms: Cell<u64>,
@@ -356,30 +362,42 @@ struct Live {
     to_arrivals: mpsc::UnboundedSender<Arrival>,
 }
 
-impl Live {
-    /// A frame from the object: its events go to the client, its offset is where it stands.
-    fn frame(&self, data: &JsValue) {
-        let Some(frame) = data.dyn_ref::<JsString>() else {
-            return;
-        };
-        let split = frame.index_of("\n", 0);
-        let next = u32::try_from(split)
-            .ok()
-            .and_then(|split| frame.slice(0, split).as_string())
-            .and_then(|head| frame_head(&head));
-        let (Some(next), Ok(split)) = (next, u32::try_from(split)) else {
-            worker::console_error!("event stream bridge: a malformed frame");
-            let _ = self.to_arrivals.unbounded_send(Arrival::Closed(1002));
-            return;
-        };
-        let at = self.at.get();
-        self.at.set(Position { from: next, ..at });
-        self.last_sent_ms.set(now_ms());
-        self.body.send(&frame.slice(split + 1, frame.length()));
-        if self.body.behind() {
-            let _ = self.to_arrivals.unbounded_send(Arrival::Behind);
-        }
+// A bridge socket's frames are written to the body by this handler, in JS: each frame's events
+// go to the client without a call into Rust. It notes the frame's offset and when it wrote, which
+// the driver reads when it needs them ([`Socket::sync`]); `onEnd` gets the close code, or -1 when
+// the client reads too slowly for live events.
+#[wasm_bindgen(inline_js = r#"
+const decoder = new TextDecoder();
+const ignore = () => {};
+export function follow_frames(ws, writer, behindBytes, onEnd) {
+  const noted = { next: undefined, sentMs: 0 };
+  ws.binaryType = 'arraybuffer';
+  ws.onmessage = (event) => {
+    // The frame: its offset in digits, a line feed, the events, in bytes.
+    const frame = new Uint8Array(event.data);
+    const split = frame.indexOf(10);
+    if (split < 1) {
+      onEnd(1002);
+      return;
     }
+    noted.next = decoder.decode(frame.subarray(0, split));
+    noted.sentMs = Date.now();
+    writer.write(frame.subarray(split + 1)).catch(ignore);
+    const room = writer.desiredSize;
+    if (room !== null && room < -behindBytes) onEnd(-1);
+  };
+  ws.onclose = (event) => onEnd(event.code ?? 1006);
+  return noted;
+}
+"#)]
+extern "C" {
+    #[wasm_bindgen(catch)]
+    fn follow_frames(
+        ws: &JsValue,
+        writer: &Writer,
+        behind_bytes: f64,
+        on_end: &js_sys::Function,
+    ) -> std::result::Result<JsValue, JsValue>;
 }
 
 /// The Worker's end of a bridge socket. Dropping it closes it, which tells the object: when the
@@ -387,34 +405,60 @@ impl Live {
 /// a keep-alive at the latest).
 struct Socket {
     ws: WebSocket,
-    _on_message: Listener,
-    _on_close: Listener,
+    /// What the frame handler noted: the last frame's offset and when it was written.
+    noted: JsValue,
+    _on_end: Closure<dyn FnMut(i32)>,
 }
 
 impl Socket {
-    fn open(ws: WebSocket, live: Rc<Live>) -> Result<Socket> {
+    fn open(ws: WebSocket, live: &Live) -> Result<Socket> {
         ws.accept()?;
         let tx = live.to_arrivals.clone();
-        let on_message = Listener::new(move |event: JsValue| {
-            if let Ok(data) = js_sys::Reflect::get(&event, &"data".into()) {
-                live.frame(&data);
-            }
-        });
-        let on_close = Listener::new(move |event: JsValue| {
-            let code = js_sys::Reflect::get(&event, &"code".into())
-                .ok()
-                .and_then(|code| code.as_f64())
-                .map_or(1006, |code| code as u16);
-            let _ = tx.unbounded_send(Arrival::Closed(code));
+        let on_end = Closure::<dyn FnMut(i32)>::new(move |code: i32| {
+            let arrival = match u16::try_from(code) {
+                Ok(code) => Arrival::Closed(code),
+                Err(_) => Arrival::Behind,
+            };
+            let _ = tx.unbounded_send(arrival);
         });
         let target: &JsValue = ws.as_ref().as_ref();
-        js_sys::Reflect::set(target, &"onmessage".into(), on_message.as_ref())?;
-        js_sys::Reflect::set(target, &"onclose".into(), on_close.as_ref())?;
+        let noted = follow_frames(
+            target,
+            &live.body.writer,
+            BEHIND_BYTES,
+            on_end.as_ref().unchecked_ref(),
+        )?;
         Ok(Socket {
             ws,
-            _on_message: on_message,
-            _on_close: on_close,
+            noted,
+            _on_end: on_end,
         })
+    }
+
+    /// Brings `live` up to what the frame handler wrote; `false` if a frame's offset was not
+    /// one (the socket is then of no use).
+    fn sync(&self, live: &Live) -> bool {
+        let get = |name: &str| js_sys::Reflect::get(&self.noted, &name.into()).ok();
+        if let Some(sent) = get("sentMs").and_then(|ms| ms.as_f64()) {
+            let sent = sent as u64;
+            if sent > live.last_sent_ms.get() {
+                live.last_sent_ms.set(sent);
+            }
+        }
+        let Some(head) = get("next").and_then(|next| next.as_string()) else {
+            return true;
+        };
+        match frame_head(&head) {
+            Some(next) => {
+                let at = live.at.get();
+                live.at.set(Position { from: next, ..at });
+                true
+            }
+            None => {
+                worker::console_error!("event stream bridge: a malformed frame");
+                false
+            }
+        }
     }
 }
 
@@ -431,7 +475,7 @@ impl Drop for Socket {
 struct BridgeReader {
     link: ObjectLink,
     content_type: String,
-    live: Rc<Live>,
+    live: Live,
     arrivals: mpsc::UnboundedReceiver<Arrival>,
     /// The next round owes a control event even without data (a new event stream).
     first: bool,
@@ -475,6 +519,10 @@ impl BridgeReader {
         let page = match self.pending.take() {
             Some(page) => page,
             None => {
+                // Nothing is read before the client took what it was sent: a reader taken off
+                // its socket for being behind would otherwise find itself at the tail at once
+                // (the pipe holds what it missed) and go back to live events it cannot take.
+                self.live.body.room().await?;
                 let offset = crate::durable_streams::meta::offset_text(at.from);
                 let mut response = self.link.page(&offset).await?;
                 if response.status_code() != 200 {
@@ -511,9 +559,18 @@ impl BridgeReader {
         Ok(true)
     }
 
+    /// Brings the reader's position up to the frames its socket wrote; `false` if it cannot.
+    fn sync(&self) -> bool {
+        self.socket
+            .as_ref()
+            .is_none_or(|socket| socket.sync(&self.live))
+    }
+
     /// Follows the socket until something needs the driver: the socket closed, the client fell
     /// behind or went away, a keep-alive is due. `false` when the event stream is over.
     async fn follow(&mut self, closed: &mut JsFuture) -> Result<bool> {
+        // `last_sent_ms` may be behind the frames written since the last sync: the timer then
+        // comes early and finds no keep-alive due.
         let quiet_until = self
             .live
             .last_sent_ms
@@ -524,18 +581,28 @@ impl BridgeReader {
             .saturating_sub(now_ms())
             .max(1);
         let timer = Delay::from(Duration::from_millis(wait));
-        let waited = select(select(self.arrivals.next(), timer), closed).await;
+        let waited = match select(select(self.arrivals.next(), timer), closed).await {
+            Either::Left((Either::Left((arrival, _)), _)) => Some(arrival),
+            Either::Left((Either::Right(_), _)) => None,
+            // The client went away.
+            Either::Right(_) => return Ok(false),
+        };
+        if !self.sync() {
+            self.socket = None;
+            return Ok(false);
+        }
         match waited {
-            Either::Left((Either::Left((Some(Arrival::Closed(code)), _)), _)) => {
+            Some(Some(Arrival::Closed(code))) => {
                 self.socket = None;
                 Ok(code == CLOSE_RESUME)
             }
-            Either::Left((Either::Left((Some(Arrival::Behind), _)), _)) => {
+            Some(Some(Arrival::Behind)) => {
                 self.socket = None;
                 Ok(true)
             }
-            Either::Left((Either::Left((None, _)), _)) => Ok(false),
-            Either::Left((Either::Right(_), _)) => {
+            Some(None) => Ok(false),
+            // The timer: a keep-alive if nothing was sent meanwhile.
+            None => {
                 let at = self.live.at.get();
                 if now_ms()
                     >= self
@@ -550,8 +617,6 @@ impl BridgeReader {
                 }
                 Ok(true)
             }
-            // The client went away.
-            Either::Right(_) => Ok(false),
         }
     }
 }

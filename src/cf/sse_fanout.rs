@@ -11,7 +11,6 @@ use crate::durable_streams::bridge::{
 use crate::durable_streams::cursor::parse_cursor;
 use crate::durable_streams::read::Readable;
 use crate::stream::SeqNum;
-use js_sys::JsString;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
@@ -29,7 +28,8 @@ extern "C" {
     type BridgeSocket;
 
     #[wasm_bindgen(method, catch, js_name = send)]
-    fn send_js(this: &BridgeSocket, frame: &JsString) -> std::result::Result<(), JsValue>;
+    fn send_js(this: &BridgeSocket, frame: &js_sys::Uint8Array)
+        -> std::result::Result<(), JsValue>;
 
     #[wasm_bindgen(method, catch, js_name = serializeAttachment)]
     fn set_attachment(this: &BridgeSocket, value: &JsValue) -> std::result::Result<(), JsValue>;
@@ -203,7 +203,8 @@ async fn fan_out_round(log: &impl Readable, sockets: Vec<WebSocket>) {
                 }
             }
             Delivery::Send { frame, next, then } => {
-                let frame = JsString::from(frame.as_str());
+                // Bytes: converted once here, and the Worker writes them on as they are.
+                let frame = js_sys::Uint8Array::from(frame.as_bytes());
                 let moved = JsValue::from(
                     Position {
                         from: next,

@@ -50,7 +50,8 @@ impl Position {
     }
 }
 
-/// A frame from the object to the Worker: the offset after its events, a line feed, the events.
+/// A frame from the object to the Worker (a binary message of these bytes, which the Worker
+/// writes on without decoding the events): the offset after its events, a line feed, the events.
 pub fn encode_frame(next: SeqNum, events: &str) -> String {
     let mut frame = String::with_capacity(events.len() + 21);
     frame.push_str(&next.get().to_string());

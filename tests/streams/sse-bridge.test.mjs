@@ -2,8 +2,9 @@
 // reader's event stream and one hibernatable WebSocket to the stream's object, which sleeps between
 // appends. Shown here: a reader stays connected while the object is evicted (the admin API says when
 // the object last started) and gets the next append; 1,000 readers on one stream each get every
-// message exactly once, in order; a reader the object cannot bring to the tail in one read catches
-// up by itself; deleting the stream ends its readers; the official client reads through it all. A
+// message exactly once, in order; a client that stops reading is taken off the object's socket and
+// catches up at its own pace; a reader the object cannot bring to the tail in one read catches up by
+// itself; deleting the stream ends its readers; the official client reads through it all. A
 // LiveStore store's stream view (/v1/livestore/<storeId>) has its live readers bridged the same way, by
 // the store's sync object.
 
@@ -164,6 +165,54 @@ describe('SSE through the hibernation bridge', () => {
     reader.close()
     await reader.done
   }, 60_000)
+
+  test('a client that stops reading is taken off the live socket, and gets every message once it reads again', async () => {
+    const path = fresh('slow')
+    expect((await create(path)).status).toBe(201)
+    const res = await fetch(`${worker.url}${path}?offset=-1&live=sse`)
+    expect(res.status).toBe(200)
+    const body = res.body.getReader()
+    const decoder = new TextDecoder()
+    let buffer = ''
+    const seen = []
+    let upToDate = false
+    // Reads one chunk; `false` when the event stream ended.
+    const readSome = async () => {
+      const { value, done } = await body.read()
+      if (done) return false
+      buffer += decoder.decode(value, { stream: true })
+      let end
+      while ((end = buffer.indexOf('\n\n')) >= 0) {
+        const [kind, data] = buffer.slice(0, end).split('\n')
+        buffer = buffer.slice(end + 2)
+        if (kind === 'event: data') seen.push(...JSON.parse(data.slice(5)).map((m) => m.i))
+        if (kind === 'event: control') upToDate = JSON.parse(data.slice(5)).upToDate === true
+      }
+      return true
+    }
+    while (!upToDate) expect(await readSome()).toBe(true)
+    let live
+    const connecting = Date.now() + 10_000
+    while ((live = (await info(path)).liveReaders) !== 1 && Date.now() < connecting) await sleep(100)
+    expect(live).toBe(1)
+    // The client reads nothing now, while far more than the buffers between it and the Worker
+    // hold is appended, one message of 200 KB at a time.
+    const pad = 'x'.repeat(200_000)
+    const count = 150
+    for (let i = 0; i < count; i++) await append(path, [{ i, pad }])
+    // The Worker noticed and took it off its socket: it catches up at the client's pace.
+    const noticing = Date.now() + 30_000
+    while ((live = (await info(path)).liveReaders) !== 0 && Date.now() < noticing) await sleep(200)
+    expect(live, 'a reader that reads nothing is not held on the live socket').toBe(0)
+    // It reads again: every message once, in order, then it follows live again.
+    while (seen.length < count) expect(await readSome()).toBe(true)
+    expect(seen).toEqual(Array.from({ length: count }, (_, i) => i))
+    await append(path, [{ i: count }])
+    while (seen.length < count + 1) expect(await readSome()).toBe(true)
+    expect(seen.at(-1)).toBe(count)
+    expect((await info(path)).liveReaders).toBe(1)
+    await body.cancel()
+  }, 120_000)
 
   test('closing a stream ends its readers after the last message; deleting it ends them too', async () => {
     const closing = fresh('closing')
