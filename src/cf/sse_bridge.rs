@@ -59,10 +59,6 @@ extern "C" {
     fn ready(this: &Writer) -> js_sys::Promise;
     #[wasm_bindgen(method, getter)]
     fn closed(this: &Writer) -> js_sys::Promise;
-    /// Bytes the pipe still takes before it is full: negative when the client reads slower
-    /// than events come; `None` once it failed (the client went away).
-    #[wasm_bindgen(method, getter, js_name = desiredSize)]
-    fn desired_size(this: &Writer) -> Option<f64>;
 
     type TextEncoder;
     #[wasm_bindgen(constructor, js_class = "TextEncoder")]
